@@ -1,0 +1,247 @@
+"""Post-training quantization to 8-bit (LLM.int8()) or 4-bit NF4 with bitsandbytes.
+
+Post-training quantization (PTQ) stores the weights of an already trained model in fewer bits, with
+no retraining and no calibration data: the linear layers' weights are rounded to a small grid of
+values plus a few scale factors, and the matmuls dequantize them on the fly. The model gets smaller
+on disk and in memory, at the cost of some rounding error.
+
+`--method bnb-int8` is LLM.int8() (Dettmers et al. 2022, arXiv:2208.07339): each weight row is
+scaled by its absolute maximum and stored as int8 (vector-wise quantization); at matmul time the few
+activation features with outliers (|x| > 6) run in 16-bit and the rest in int8, which keeps large
+models accurate. `--method bnb-nf4` is 4-bit NormalFloat from QLoRA (Dettmers et al. 2023,
+arXiv:2305.14314): weights are scaled per block of 64 by their absmax and rounded to 16 levels placed
+at the quantiles of a normal distribution, the best 4-bit grid for normally distributed weights.
+Double quantization also quantizes those per-block scales to 8 bits (about 0.37 bits per parameter
+saved). The embeddings, norms and output head stay in full precision, as transformers leaves them
+by default. Metrics compare the quantized model with the fp32 reference: size on disk (weight files)
+and memory footprint (`get_memory_footprint`: parameters and buffers).
+
+    llm-compress quantize --method bnb-nf4 --model models/sft-full --out models/sft-full-nf4 \\
+        --metrics reports/metrics/quantize_nf4.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_data.io import atomic_dir
+
+logger = logging.getLogger(__name__)
+METHODS = ("bnb-int8", "bnb-nf4")
+DTYPES = ("float32", "bfloat16", "float16")
+_SUFFIX = {"bnb-int8": "int8", "bnb-nf4": "nf4"}
+_PRODUCER = "llm-train pretrain --out {0}` or `llm-train sft --method full --out {0}"
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = field(
+        default="bnb-nf4",
+        metadata={"help": f"Quantization: {' | '.join(METHODS)} (LLM.int8() or 4-bit NormalFloat)."},
+    )
+    model: str = field(
+        default="models/sft-full",
+        metadata={"help": "Full-precision model: a local transformers folder or a hub id."},
+    )
+    out: str = field(
+        default="",
+        metadata={"help": "Output folder; '' = '<model>-int8|nf4' beside a local model, "
+                  "'models/<name>-int8|nf4' for a hub id."},
+    )
+    metrics: str = field(
+        default="",
+        metadata={"help": "Write metrics JSON here (e.g. reports/metrics/quantize_nf4.json); '' = don't."},
+    )
+    double_quant: bool = field(
+        default=True,
+        metadata={"help": "bnb-nf4 only: also quantize the per-block scales (double quantization)."},
+    )
+    compute_dtype: str = field(
+        default="float32",
+        metadata={"help": f"dtype of 4-bit matmuls and unquantized layers: {', '.join(DTYPES)}."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed set before the reload-and-generate check."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.compute_dtype not in DTYPES:
+            raise ValueError(
+                f"unknown compute_dtype {self.compute_dtype!r}; choose one of: {', '.join(DTYPES)}"
+            )
+        if not self.model.strip():
+            raise ValueError("model must be a model folder or a hub id, got ''")
+        if self.out and Path(self.out).expanduser().resolve() == Path(self.model).expanduser().resolve():
+            raise ValueError(f"out must differ from model ({self.model}): the output folder is replaced")
+
+
+def _require_local_or_hub(name: str) -> str:
+    """Return `name`, or raise if it is clearly a local folder that is missing or holds no model.
+
+    A hub id looks like `org/model`; a local path exists, is absolute or relative (`./`, `../`), or
+    starts with a folder that exists here (`models/sft-full` when `models/` exists).
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{name}: expected a transformers model folder, found a file")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json)")
+        return str(path)
+    looks_local = name.startswith(("/", "./", "../", "~")) or (
+        len(path.parts) > 1 and Path(path.parts[0]).is_dir()
+    )
+    if looks_local or len(path.parts) > 2:
+        raise FileNotFoundError(f"{name}: no such model folder (create it with `{_PRODUCER.format(name)}`)")
+    return name
+
+
+def _out_dir(cfg: QuantizeConfig, name: str) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    suffix = _SUFFIX[cfg.method]
+    local = Path(name)
+    if local.is_dir():
+        return local.with_name(f"{local.name}-{suffix}")
+    return Path("models") / f"{name.rstrip('/').split('/')[-1]}-{suffix}"
+
+
+def _weights_mb(folder: Path) -> float:
+    """Size on disk of a model folder's weight files, in MiB (safetensors if any, else pytorch .bin)."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def _source_folder(name: str) -> Path:
+    """The folder holding the reference weights: the local folder, or the hub snapshot in the cache."""
+    from transformers.utils import cached_file
+
+    return Path(cached_file(name, "config.json")).parent
+
+
+def _load_tokenizer(name: str):
+    """The model's tokenizer; a name that is neither a local folder nor on the hub is bad input (exit 2)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        if Path(name).is_dir():
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(
+            f"{name}: no such model folder, and the hub did not provide it ({reason}); "
+            f"create it with `{_PRODUCER.format(name)}`"
+        ) from e
+
+
+def _bnb_config(cfg: QuantizeConfig, dtype):
+    from transformers import BitsAndBytesConfig
+
+    # llm_int8_skip_modules stays None: transformers then keeps the output head (and anything tied
+    # to it) in full precision, as bitsandbytes layers only replace nn.Linear blocks.
+    if cfg.method == "bnb-int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_int8_cast_warning():
+    """bitsandbytes logs 'inputs will be cast to float16' on every int8 matmul with fp32 inputs."""
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    level = bnb_logger.level
+    bnb_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        bnb_logger.setLevel(level)
+
+
+def _check_reloads(folder: Path, device_map: str, seed: int) -> str:
+    """Load the saved folder as a later stage would, and greedily generate a few tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, device_map=device_map)
+    if getattr(model.config, "quantization_config", None) is None:
+        raise RuntimeError(f"{folder}: the reloaded config has no quantization_config")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    inputs = tokenizer("The answer is", return_tensors="pt").to(model.device)
+    torch.manual_seed(seed)
+    with torch.no_grad(), _quiet_int8_cast_warning():
+        ids = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    new = ids[0, inputs["input_ids"].shape[1]:]  # (new_tokens,)
+    if new.numel() == 0:
+        raise RuntimeError(f"{folder}: the reloaded model generated no tokens")
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+def _write_metrics(path: str, metrics: dict[str, float]) -> None:
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({k: round(float(v), 6) for k, v in metrics.items()}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_quantize(cfg: QuantizeConfig) -> Path:
+    import bitsandbytes  # noqa: F401  (imported up front: its one-off import is not quantization time)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    name = _require_local_or_hub(cfg.model)
+    out = _out_dir(cfg, name)
+    tokenizer = _load_tokenizer(name)
+    device_map = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # The fp32 reference: what the quantized model is compared against.
+    reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    reference_memory_mb = reference.get_memory_footprint() / 2**20
+    reference_size_mb = _weights_mb(_source_folder(name))
+    del reference
+    gc.collect()
+
+    # bitsandbytes quantizes each linear weight while from_pretrained loads it.
+    dtype = getattr(torch, cfg.compute_dtype)
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(
+        name, quantization_config=_bnb_config(cfg, dtype), dtype=dtype, device_map=device_map
+    )
+    quantize_seconds = time.perf_counter() - start
+    memory_mb = model.get_memory_footprint() / 2**20
+
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        size_mb = _weights_mb(tmp)
+        del model
+        gc.collect()
+        sample = _check_reloads(tmp, device_map, cfg.seed)
+    logger.info("reloaded %s and generated %r", out, sample)
+
+    metrics = {
+        "size_mb": size_mb,
+        "memory_mb": memory_mb,
+        "reference_size_mb": reference_size_mb,
+        "reference_memory_mb": reference_memory_mb,
+        "memory_ratio": reference_memory_mb / memory_mb,
+        "quantize_seconds": quantize_seconds,
+    }
+    logger.info(
+        "%s: %.2f MiB in memory vs %.2f fp32 (%.2fx smaller), %.2f MiB on disk vs %.2f",
+        cfg.method, memory_mb, reference_memory_mb, metrics["memory_ratio"], size_mb, reference_size_mb,
+    )
+    _write_metrics(cfg.metrics, metrics)
+    return out

@@ -1,0 +1,86 @@
+"""Reading and writing dataset folders: `train/validation/test.jsonl` plus `meta.json`.
+
+Writes go to a temporary sibling folder that is renamed into place, so a failed run never
+leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+SPLITS = ("train", "validation", "test")
+
+
+@contextmanager
+def atomic_dir(out: str | os.PathLike):
+    """Yield a temp folder next to `out`; on success it replaces `out`, on error it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_dataset(out: str | os.PathLike, splits: Mapping[str, list[dict]], meta: Mapping) -> Path:
+    """Write one dataset folder atomically; `meta.json` gets the split counts added."""
+    with atomic_dir(out) as tmp:
+        counts = {name: write_jsonl(tmp / f"{name}.jsonl", rows) for name, rows in splits.items()}
+        (tmp / "meta.json").write_text(json.dumps({**meta, "counts": counts}, indent=2) + "\n")
+    return Path(out)
+
+
+def read_jsonl(path: str | os.PathLike, fields: Mapping[str, type | tuple[type, ...]]) -> list[dict]:
+    """Read a JSONL file, checking each row has `fields` with the right types and no empty strings.
+
+    Errors name the file, the 1-based line and the field, so bad input is fixed in one go.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for name, typ in fields.items():
+                if name not in row:
+                    raise ValueError(f"{path}:{lineno}: missing field {name!r}")
+                value = row[name]
+                if not isinstance(value, typ):
+                    want = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+                    raise ValueError(
+                        f"{path}:{lineno}: field {name!r} must be {want}, got {type(value).__name__}"
+                    )
+                if isinstance(value, str) and not value.strip():
+                    raise ValueError(f"{path}:{lineno}: field {name!r} is empty")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows

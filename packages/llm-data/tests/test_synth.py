@@ -1,0 +1,101 @@
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+from llm_data.cli import main
+from llm_data.synth import CATEGORIES, SynthConfig, build
+
+SMALL = ["--n_per_category", "40", "--n_documents", "60", "--n_countries", "6"]
+
+
+def _read(path):
+    return [json.loads(line) for line in open(path)]
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "synth"
+    assert main(["synth", "--out", str(out), *SMALL]) == 0
+    return out
+
+
+def test_every_shape_and_split_written(synth_dir):
+    for shape in ("pretrain", "sft", "messages", "cot", "preference"):
+        meta = json.loads((synth_dir / shape / "meta.json").read_text())
+        assert meta["shape"] == shape and meta["seed"] == 0
+        for split in ("train", "validation", "test"):
+            rows = _read(synth_dir / shape / f"{split}.jsonl")
+            assert len(rows) == meta["counts"][split] > 0
+
+
+def test_no_prompt_shared_across_splits(synth_dir):
+    for shape in ("sft", "cot", "preference"):
+        prompts = {
+            s: {r["prompt"] for r in _read(synth_dir / shape / f"{s}.jsonl")} for s in ("train", "validation", "test")
+        }
+        assert not prompts["train"] & prompts["test"]
+        assert not prompts["train"] & prompts["validation"]
+        assert not prompts["validation"] & prompts["test"]
+
+
+def test_every_category_in_every_split(synth_dir):
+    for split in ("train", "validation", "test"):
+        cats = {r["category"] for r in _read(synth_dir / "sft" / f"{split}.jsonl")}
+        assert cats == set(CATEGORIES)
+
+
+def test_answers_are_checkable(synth_dir):
+    rows = _read(synth_dir / "sft" / "train.jsonl")
+    for row in rows:
+        if row["category"] == "arithmetic":
+            a, op, b = row["prompt"].replace("?", "").replace(".", "").replace("=", "").split()[-3:]
+            op = {"plus": "+", "minus": "-"}.get(op, op)
+            assert int(row["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        if row["category"] == "string" and row["prompt"].startswith("Reverse"):
+            assert row["answer"].split() == row["prompt"].split(": ")[1].split()[::-1]
+        if row["category"] == "summarization":
+            assert row["prompt"].split(": ", 1)[1].startswith(row["answer"])
+
+
+def test_shapes_follow_trl(synth_dir):
+    msg = _read(synth_dir / "messages" / "train.jsonl")[0]
+    assert [m["role"] for m in msg["messages"]] == ["user", "assistant"]
+    cot = _read(synth_dir / "cot" / "train.jsonl")
+    assert all(r["completion"].endswith(f"The answer is {r['answer'].rstrip('.')}.") for r in cot)
+    pref = _read(synth_dir / "preference" / "train.jsonl")
+    assert all(r["chosen"] != r["rejected"] for r in pref)
+    safety = [r for r in pref if r["category"] == "safety"]
+    assert safety and all("can't help" in r["chosen"] for r in safety)
+
+
+def test_deterministic_and_seed_dependent():
+    cfg = dict(n_per_category=20, n_documents=20, n_countries=4)
+    assert build(SynthConfig(**cfg, seed=1)) == build(SynthConfig(**cfg, seed=1))
+    assert build(SynthConfig(**cfg, seed=1)) != build(SynthConfig(**cfg, seed=2))
+
+
+def test_bad_config_is_one_line_error(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--n_per_category", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "n_per_category" in err
+    assert not out.exists()
+
+
+def test_yaml_config_and_unknown_key(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text("n_per_category: 12\nn_documents: 12\nn_countries: 3\n")
+    assert main(["synth", "--config", str(good), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "sft" / "meta.json").read_text())["config"]["n_per_category"] == 12
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_per_categroy: 12\n")
+    assert main(["synth", "--config", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "n_per_categroy" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_command(capsys):
+    assert main(["nope"]) == 2
+    assert "synth" in capsys.readouterr().err

@@ -1,0 +1,19 @@
+"""`llm-train <command>`: model init, pre-training and supervised fine-tuning."""
+
+from __future__ import annotations
+
+from llm_data.cli import dispatch
+
+COMMANDS = {
+    "init": ("llm_train.init", "InitConfig", "run_init"),
+    "pretrain": ("llm_train.pretrain", "PretrainConfig", "run_pretrain"),
+    "sft": ("llm_train.sft", "SFTConfig", "run_sft"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch("llm-train", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

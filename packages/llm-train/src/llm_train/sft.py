@@ -1,0 +1,197 @@
+"""Supervised fine-tuning (SFT): full, LoRA, or QLoRA, with trl's SFTTrainer.
+
+SFT teaches a pre-trained model to follow instructions by training on prompt/response pairs, with
+the loss on the response tokens only (InstructGPT, Ouyang et al. 2022; FLAN, Wei et al. 2021).
+`--method full` updates every weight. `lora` freezes them and trains low-rank updates W + BA on the
+linear layers (LoRA, Hu et al. 2021, arXiv:2106.09685) through peft. `qlora` does the same on a base
+quantized to 4-bit NormalFloat with bitsandbytes (QLoRA, Dettmers et al. 2023, arXiv:2305.14314),
+so the frozen weights take a quarter of the memory while the adapters train in full precision.
+
+    llm-train sft --method lora --model models/base --data data/synth/messages --out models/sft-lora
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_train.artifacts import (
+    atomic_dir,
+    require_local_or_hub,
+    weights_mb,
+    write_loss_curves,
+    write_metrics,
+)
+from llm_train.pretrain import load_splits
+
+logger = logging.getLogger(__name__)
+METHODS = ("full", "lora", "qlora")
+
+
+@dataclass
+class SFTConfig:
+    method: str = field(default="full", metadata={"help": f"Which weights train: {', '.join(METHODS)}."})
+    model: str = field(default="models/base", metadata={"help": "Base model folder or hub id."})
+    data: str = field(
+        default="data/synth/messages",
+        metadata={"help": 'Dataset folder: conversational {"messages"} or {"prompt","completion"} rows.'},
+    )
+    out: str = field(default="models/sft-full", metadata={"help": "Output folder (model, or adapter for LoRA)."})
+    epochs: float = field(default=3.0, metadata={"help": "Passes over the training set."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1 = use epochs)."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (cosine decay)."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
+    max_length: int = field(default=256, metadata={"help": "Truncate (or pack) sequences to this many tokens."})
+    packing: bool = field(default=False, metadata={"help": "Pack several examples into one sequence."})
+    completion_only_loss: bool = field(
+        default=True, metadata={"help": "Loss on the response tokens only (assistant turns for messages)."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r (lora/qlora)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha; the update is scaled by alpha/r."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target: str = field(
+        default="all-linear", metadata={"help": "Modules that get adapters: 'all-linear' or a comma list."}
+    )
+    save_merged: bool = field(
+        default=False, metadata={"help": "LoRA only: also write the adapter merged into the base to <out>/merged."}
+    )
+    eval_steps: int = field(default=50, metadata={"help": "Evaluate the validation loss every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of data order, adapter init and dropout."})
+    metrics: str = field(
+        default="", metadata={"help": "Write metrics JSON here (e.g. reports/metrics/train_sft_full.json)."}
+    )
+    plots: str = field(default="", metadata={"help": "Write loss-curve CSVs into this folder."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.save_merged and self.method != "lora":
+            raise ValueError("save_merged applies to --method lora (a QLoRA adapter is served on its 4-bit base)")
+        for name in ("batch_size", "max_length", "lora_r", "lora_alpha", "eval_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+def _load_model(cfg: SFTConfig, name: str):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs = {"dtype": torch.float32}
+    if cfg.method == "qlora":
+        # Frozen base in 4-bit NF4 with double quantization; adapters and compute stay in fp32 on CPU.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        )
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+
+
+def _peft_config(cfg: SFTConfig):
+    if cfg.method == "full":
+        return None
+    from peft import LoraConfig
+
+    target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _keep_training_columns(dataset):
+    """Drop metadata columns (category, answer): trl takes only its standard fields."""
+    cols = dataset["train"].column_names
+    keep = {"messages"} if "messages" in cols else {"prompt", "completion"}
+    if not keep <= set(cols):
+        raise ValueError(f"SFT data needs 'messages' or 'prompt'+'completion' fields, found {cols}")
+    return dataset.remove_columns([c for c in cols if c not in keep])
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    import torch
+    from transformers import AutoTokenizer
+    from trl import SFTConfig as TrlSFTConfig
+    from trl import SFTTrainer
+
+    name = require_local_or_hub(cfg.model, "llm-train pretrain")
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    data = _keep_training_columns(load_splits(cfg.data))
+    conversational = "messages" in data["train"].column_names
+    model = _load_model(cfg, name)
+    args = TrlSFTConfig(
+        output_dir=f"{cfg.out}.ckpt",
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio,
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        # Completion-only loss: for conversations the loss mask comes from the template's
+        # {% generation %} span; for prompt/completion rows from the completion boundary.
+        assistant_only_loss=cfg.completion_only_loss and conversational,
+        completion_only_loss=cfg.completion_only_loss and not conversational,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="no",
+        logging_steps=10,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        processing_class=tokenizer,
+        peft_config=_peft_config(cfg),
+    )
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    eval_loss = trainer.evaluate()["eval_loss"]
+    model = trainer.model
+    if cfg.method == "full":
+        trainable = total = sum(p.numel() for p in model.parameters())
+    else:
+        trainable, total = model.get_nb_trainable_parameters()  # counts 4-bit weights unpacked
+    with atomic_dir(cfg.out) as tmp:
+        trainer.save_model(str(tmp))  # the adapter only, for lora/qlora
+        tokenizer.save_pretrained(tmp)
+        if cfg.save_merged:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(tmp / "merged")
+            tokenizer.save_pretrained(tmp / "merged")
+    write_metrics(
+        cfg.metrics,
+        {
+            "train_seconds": seconds,
+            "train_loss": result.training_loss,
+            "eval_loss": eval_loss,
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_percent": 100.0 * trainable / total,
+            "size_mb": weights_mb(cfg.out),
+        },
+    )
+    write_loss_curves(cfg.plots, trainer.state.log_history)
+    return Path(cfg.out)

@@ -1,0 +1,135 @@
+import json
+
+import torch
+from llm_train.cli import main
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def test_init_matches_tokenizer(workspace):
+    tok = AutoTokenizer.from_pretrained(workspace / "init")
+    model = AutoModelForCausalLM.from_pretrained(workspace / "init")
+    assert model.config.vocab_size == len(tok)
+    assert model.config.pad_token_id == tok.pad_token_id and model.config.eos_token_id == tok.eos_token_id
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+
+
+def test_init_is_seeded(workspace, tmp_path):
+    args = ["init", "--size", "nano", "--tokenizer", str(workspace / "tok")]
+    assert main([*args, "--out", str(tmp_path / "a"), "--seed", "3"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--seed", "3"]) == 0
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_updates_weights_and_writes_curves(workspace, tmp_path):
+    out, metrics, plots = tmp_path / "base", tmp_path / "m.json", tmp_path / "plots"
+    rc = main(
+        [
+            "pretrain",
+            "--model",
+            str(workspace / "init"),
+            "--data",
+            str(workspace / "synth" / "pretrain"),
+            "--out",
+            str(out),
+            "--max_steps",
+            "12",
+            "--batch_size",
+            "4",
+            "--block_size",
+            "32",
+            "--eval_steps",
+            "6",
+            "--save_steps",
+            "6",
+            "--metrics",
+            str(metrics),
+            "--plots",
+            str(plots),
+        ]
+    )
+    assert rc == 0
+    before = AutoModelForCausalLM.from_pretrained(workspace / "init").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    m = json.loads(metrics.read_text())
+    assert m["trainable_params"] == m["total_params"] > 0 and m["eval_loss"] > 0 and m["size_mb"] > 0
+    assert m["train_tokens"] == 12 * 4 * 32
+    assert (plots / "train.csv").read_text().startswith("step,loss\n")
+    assert len((plots / "eval.csv").read_text().splitlines()) >= 3  # header + evals at steps 6 and 12
+    assert not (tmp_path / "base.ckpt").exists()  # checkpoints only live while a run is unfinished
+
+
+def test_pretrain_resumes_from_checkpoint(workspace, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    args = [
+        "pretrain",
+        "--model",
+        str(workspace / "init"),
+        "--data",
+        str(workspace / "synth" / "pretrain"),
+        "--out",
+        str(tmp_path / "base"),
+        "--max_steps",
+        "8",
+        "--batch_size",
+        "4",
+        "--block_size",
+        "32",
+        "--save_steps",
+        "4",
+        "--eval_steps",
+        "4",
+    ]
+    seen = {}
+    original = Trainer.train
+
+    def crash_after_first_checkpoint(self, resume_from_checkpoint=None, **kw):
+        seen["resume"] = resume_from_checkpoint
+        self.args.max_steps = 4
+        original(self, resume_from_checkpoint=resume_from_checkpoint, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", crash_after_first_checkpoint)
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        pass
+    assert (tmp_path / "base.ckpt" / "checkpoint-4").is_dir() and not (tmp_path / "base").exists()
+    monkeypatch.setattr(
+        Trainer,
+        "train",
+        lambda self, resume_from_checkpoint=None, **kw: (
+            seen.__setitem__("resume", resume_from_checkpoint),
+            original(self, resume_from_checkpoint=resume_from_checkpoint),
+        )[1],
+    )
+    assert main([*args, "--resume", "true"]) == 0
+    assert seen["resume"] is True and (tmp_path / "base").is_dir()
+
+
+def test_missing_model_folder_is_one_line_error(workspace, tmp_path, capsys):
+    missing = tmp_path / "models" / "nope"
+    rc = main(
+        [
+            "pretrain",
+            "--model",
+            str(missing),
+            "--data",
+            str(workspace / "synth" / "pretrain"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert str(missing) in err and "llm-train init" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("init", "pretrain", "sft"))

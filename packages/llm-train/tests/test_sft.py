@@ -1,0 +1,144 @@
+import json
+
+import pytest
+import torch
+from llm_train.cli import main
+from transformers import AutoModelForCausalLM
+
+
+@pytest.fixture(scope="module")
+def base(workspace, tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "base"
+    assert (
+        main(
+            [
+                "pretrain",
+                "--model",
+                str(workspace / "init"),
+                "--data",
+                str(workspace / "synth" / "pretrain"),
+                "--out",
+                str(out),
+                "--max_steps",
+                "4",
+                "--batch_size",
+                "4",
+                "--block_size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def _sft(workspace, base, out, method, *extra):
+    return main(
+        [
+            "sft",
+            "--method",
+            method,
+            "--model",
+            str(base),
+            "--data",
+            str(workspace / "synth" / "messages"),
+            "--out",
+            str(out),
+            "--max_steps",
+            "3",
+            "--batch_size",
+            "4",
+            "--eval_steps",
+            "3",
+            "--metrics",
+            str(out) + ".json",
+            *extra,
+        ]
+    )
+
+
+def test_full_sft_changes_all_weights(workspace, base, tmp_path):
+    out = tmp_path / "full"
+    assert _sft(workspace, base, out, "full") == 0
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert not torch.equal(before["model.layers.0.mlp.down_proj.weight"], after["model.layers.0.mlp.down_proj.weight"])
+    m = json.loads((tmp_path / "full.json").read_text())
+    assert m["trainable_percent"] == 100.0
+
+
+def test_lora_writes_adapter_and_merged(workspace, base, tmp_path):
+    from peft import PeftModel
+
+    out = tmp_path / "lora"
+    assert _sft(workspace, base, out, "lora", "--lora_r", "4", "--save_merged", "true") == 0
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and cfg["base_model_name_or_path"] == str(base)
+    assert not (out / "model.safetensors").exists()  # adapter only, not a copy of the base
+    m = json.loads((tmp_path / "lora.json").read_text())
+    assert 0 < m["trainable_percent"] < 100 and m["trainable_params"] < m["total_params"]
+    # the adapter learned something, and merging it gives the same function
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out)
+    b_weights = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in b_weights)  # B starts at zero
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    x = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.allclose(model(x).logits, merged(x).logits, atol=1e-4)
+
+
+def test_qlora_trains_adapter_on_nf4_base(workspace, base, tmp_path):
+    out = tmp_path / "qlora"
+    assert _sft(workspace, base, out, "qlora", "--lora_r", "4") == 0
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    m = json.loads((tmp_path / "qlora.json").read_text())
+    assert 0 < m["trainable_percent"] < 100
+
+
+def test_completion_only_loss_masks_prompt(workspace, base, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    captured = {}
+    original = SFTTrainer.train
+
+    def spy(self, *a, **kw):
+        captured["labels"] = self.train_dataset[0]["labels"] if "labels" in self.train_dataset.column_names else None
+        captured["ids"] = self.train_dataset[0]["input_ids"]
+        captured["mask"] = self.train_dataset[0].get("assistant_masks")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(SFTTrainer, "train", spy)
+    assert _sft(workspace, base, tmp_path / "m", "full") == 0
+    mask = captured["mask"] or [int(label != -100) for label in captured["labels"]]
+    assert 0 < sum(mask) < len(captured["ids"])  # some tokens are prompt, some are answer
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--method", "dora"], "unknown method 'dora'"),
+        (["--method", "qlora", "--save_merged", "true"], "save_merged"),
+    ],
+)
+def test_bad_flags(workspace, base, tmp_path, capsys, flags, needle):
+    rc = main(
+        [
+            "sft",
+            "--model",
+            str(base),
+            "--data",
+            str(workspace / "synth" / "messages"),
+            "--out",
+            str(tmp_path / "x"),
+            *flags,
+        ]
+    )
+    assert rc == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_data_without_sft_fields(workspace, base, tmp_path, capsys):
+    rc = main(
+        ["sft", "--model", str(base), "--data", str(workspace / "synth" / "pretrain"), "--out", str(tmp_path / "x")]
+    )
+    assert rc == 2 and "'messages' or 'prompt'+'completion'" in capsys.readouterr().err

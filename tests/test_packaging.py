@@ -1,0 +1,47 @@
+"""Each package's wheel installs alone into an empty venv, and its console script answers --help."""
+
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGES = ["llm-data", "llm-train", "llm-compress", "llm-eval"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(["uv", "build", "--all-packages", "--wheel", "--out-dir", str(out), "--quiet"], cwd=REPO, check=True)
+    return out
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_wheel_installs_alone_and_cli_runs(dist, tmp_path, package):
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--quiet", str(venv)], check=True)
+    wheel = next(dist.glob(f"{package.replace('-', '_')}-*.whl"))
+    # --find-links: llm-data (a dependency of the others) comes from the same build, not from PyPI
+    subprocess.run(
+        [
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(venv / "bin" / "python"),
+            "--find-links",
+            str(dist),
+            str(wheel),
+        ],
+        check=True,
+    )
+    proc = subprocess.run([str(venv / "bin" / package), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {package} <command>")
+    installed = subprocess.run(
+        ["uv", "pip", "list", "--python", str(venv / "bin" / "python")], capture_output=True, text=True, check=True
+    ).stdout
+    others = {p for p in PACKAGES if p != package and p != "llm-data"}
+    assert not any(p in installed for p in others), f"{package} pulled in another llm-lab package"

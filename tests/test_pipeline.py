@@ -1,0 +1,85 @@
+"""The fast learning path end to end on the tiny profile, in a temporary copy of the repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: str, cwd: Path) -> str:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    """The repository's files as git sees them (no data/, models/, venv), as a fresh git repo."""
+    dst = tmp_path_factory.mktemp("lab") / "llm-lab"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    _run("git init -q && git add -A && git -c user.email=ci@lab -c user.name=ci commit -qm init", dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fast_run(repo_copy):
+    return _run("invoke path --name fast", repo_copy)
+
+
+def test_fast_path_writes_report_and_metrics(repo_copy, fast_run):
+    assert "path fast: done" in fast_run
+    report = (repo_copy / "reports" / "fast.md").read_text()
+    for row in ("base", "sft_full", "sft_lora", "sft_qlora", "int8", "nf4"):
+        assert row in report
+        m = json.loads((repo_copy / "reports" / "metrics" / f"eval_{row}.json").read_text())
+        assert 0 <= m["exact_match"] <= 100 and m["perplexity"] > 1
+    assert (repo_copy / "reports" / "fast.html").is_file()
+    sft = json.loads((repo_copy / "reports/metrics/eval_sft_full.json").read_text())["exact_match"]
+    base = json.loads((repo_copy / "reports/metrics/eval_base.json").read_text())["exact_match"]
+    assert sft > base  # fine-tuning on the tasks must beat the raw pre-trained model
+    assert "train_base" in _run("dvc metrics show", repo_copy)
+    assert (repo_copy / "dvc.lock").is_file()
+
+
+def test_second_run_does_nothing(repo_copy, fast_run):
+    out = _run("dvc repro report@fast", repo_copy)
+    assert "Running stage" not in out
+
+
+def test_param_change_reruns_only_downstream(repo_copy, fast_run):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["train"]["sft"]["lora"]["lora_r"] = 4
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run("dvc repro report@fast", repo_copy)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"sft@lora", "eval@sft_lora", "report@fast"}
+
+
+def test_unknown_preset_lists_valid_names(repo_copy):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run("invoke path --name nope", shell=True, cwd=repo_copy, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "fast" in proc.stderr + proc.stdout
