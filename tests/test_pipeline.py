@@ -72,7 +72,7 @@ def test_second_run_does_nothing(repo_copy, fast_run):
 
 def test_param_change_reruns_only_downstream(repo_copy, fast_run):
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    params["train"]["sft"]["lora"]["lora_r"] = 4
+    params["train"]["sft"]["lora"]["lora_r"] = 2
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run("dvc repro report@fast", repo_copy)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}

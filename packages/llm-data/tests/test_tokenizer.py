@@ -24,9 +24,9 @@ def test_loads_with_special_tokens_and_template(tok_dir):
     text = tok.apply_chat_template(
         [{"role": "user", "content": "What is 12 + 7?"}, {"role": "assistant", "content": "19"}], tokenize=False
     )
-    assert text == "<s><|user|>\nWhat is 12 + 7?</s>\n<|assistant|>\n19</s>\n"
+    assert text == "<s><|user|> What is 12 + 7?</s>\n<|assistant|> 19</s>\n"
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    assert prompt.endswith("<|assistant|>\n")
+    assert prompt.endswith("<|assistant|>")
 
 
 def test_assistant_mask_covers_reply_and_eos(tok_dir):
@@ -38,7 +38,7 @@ def test_assistant_mask_covers_reply_and_eos(tok_dir):
         return_dict=True, return_assistant_tokens_mask=True,
     )
     masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
-    assert tok.decode(masked) == "red cat</s>"
+    assert tok.decode(masked) == " red cat</s>"
 
 
 def test_digits_split_and_roundtrip(tok_dir):

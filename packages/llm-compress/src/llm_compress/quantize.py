@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir
+from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metrics
 
 logger = logging.getLogger(__name__)
 METHODS = ("bnb-int8", "bnb-nf4")
@@ -82,24 +80,11 @@ class QuantizeConfig:
             raise ValueError(f"out must differ from model ({self.model}): the output folder is replaced")
 
 
-def _require_local_or_hub(name: str) -> str:
-    """Return `name`, or raise if it is clearly a local folder that is missing or holds no model.
-
-    A hub id looks like `org/model`; a local path exists, is absolute or relative (`./`, `../`), or
-    starts with a folder that exists here (`models/sft-full` when `models/` exists).
-    """
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise NotADirectoryError(f"{name}: expected a transformers model folder, found a file")
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json)")
-        return str(path)
-    looks_local = name.startswith(("/", "./", "../", "~")) or (
-        len(path.parts) > 1 and Path(path.parts[0]).is_dir()
-    )
-    if looks_local or len(path.parts) > 2:
-        raise FileNotFoundError(f"{name}: no such model folder (create it with `{_PRODUCER.format(name)}`)")
+def _require_model(name: str) -> str:
+    """A local folder must hold a transformers model; anything else must look like a hub id."""
+    name = require_local_or_hub(name, _PRODUCER.format(name))
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json)")
     return name
 
 
@@ -111,12 +96,6 @@ def _out_dir(cfg: QuantizeConfig, name: str) -> Path:
     if local.is_dir():
         return local.with_name(f"{local.name}-{suffix}")
     return Path("models") / f"{name.rstrip('/').split('/')[-1]}-{suffix}"
-
-
-def _weights_mb(folder: Path) -> float:
-    """Size on disk of a model folder's weight files, in MiB (safetensors if any, else pytorch .bin)."""
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    return sum(p.stat().st_size for p in files) / 2**20
 
 
 def _source_folder(name: str) -> Path:
@@ -186,22 +165,12 @@ def _check_reloads(folder: Path, device_map: str, seed: int) -> str:
     return tokenizer.decode(new, skip_special_tokens=True)
 
 
-def _write_metrics(path: str, metrics: dict[str, float]) -> None:
-    if not path:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({k: round(float(v), 6) for k, v in metrics.items()}, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def run_quantize(cfg: QuantizeConfig) -> Path:
     import bitsandbytes  # noqa: F401  (imported up front: its one-off import is not quantization time)
     import torch
     from transformers import AutoModelForCausalLM
 
-    name = _require_local_or_hub(cfg.model)
+    name = _require_model(cfg.model)
     out = _out_dir(cfg, name)
     tokenizer = _load_tokenizer(name)
     device_map = "cuda" if torch.cuda.is_available() else "cpu"
@@ -209,7 +178,7 @@ def run_quantize(cfg: QuantizeConfig) -> Path:
     # The fp32 reference: what the quantized model is compared against.
     reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     reference_memory_mb = reference.get_memory_footprint() / 2**20
-    reference_size_mb = _weights_mb(_source_folder(name))
+    reference_size_mb = weights_mb(_source_folder(name))
     del reference
     gc.collect()
 
@@ -225,7 +194,7 @@ def run_quantize(cfg: QuantizeConfig) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        size_mb = _weights_mb(tmp)
+        size_mb = weights_mb(tmp)
         del model
         gc.collect()
         sample = _check_reloads(tmp, device_map, cfg.seed)
@@ -243,5 +212,5 @@ def run_quantize(cfg: QuantizeConfig) -> Path:
         "%s: %.2f MiB in memory vs %.2f fp32 (%.2fx smaller), %.2f MiB on disk vs %.2f",
         cfg.method, memory_mb, reference_memory_mb, metrics["memory_ratio"], size_mb, reference_size_mb,
     )
-    _write_metrics(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics)
     return out

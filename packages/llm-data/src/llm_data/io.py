@@ -1,7 +1,7 @@
-"""Reading and writing dataset folders: `train/validation/test.jsonl` plus `meta.json`.
+"""Artifact I/O shared by every llm-lab package: dataset folders, metrics JSON, model folders.
 
-Writes go to a temporary sibling folder that is renamed into place, so a failed run never
-leaves a half-written dataset behind.
+A dataset folder is `train/validation/test.jsonl` plus `meta.json`. Writes go to a temporary
+sibling that is renamed into place, so a failed run never leaves a half-written artifact behind.
 """
 
 from __future__ import annotations
@@ -84,3 +84,38 @@ def read_jsonl(path: str | os.PathLike, fields: Mapping[str, type | tuple[type, 
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
+
+
+def write_metrics(path: str | os.PathLike, metrics: Mapping[str, float]) -> None:
+    """Write flat numeric metrics (what `dvc metrics` reads) atomically; '' means don't."""
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({k: round(float(v), 6) for k, v in metrics.items()}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def weights_mb(folder: str | os.PathLike) -> float:
+    """Size on disk of a model or adapter folder's weight files, in MiB."""
+    files = [p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin")]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def require_local_or_hub(name: str, producer: str) -> str:
+    """Return `name`, or raise if it is clearly meant as a local folder that is missing.
+
+    A hub id looks like `org/model`; a local path exists, is absolute or relative (`./`, `../`), or
+    starts with a folder that exists here (`models/base` when `models/` exists). `producer` is the
+    command that creates the folder, named in the error.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{name}: expected a model or tokenizer folder, found a file")
+        return name
+    looks_local = name.startswith(("/", "./", "../", "~")) or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+    if looks_local or len(path.parts) > 2:
+        raise FileNotFoundError(f"{name}: no such folder (create it with `{producer}`)")
+    return name

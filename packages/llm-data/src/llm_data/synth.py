@@ -267,6 +267,13 @@ def _classification(rng: random.Random, n: int) -> list[Item]:
     return items
 
 
+def _review(rng: random.Random) -> str:
+    # Reviews carry their sentiment in context, so pre-training can learn which words are positive.
+    word = rng.choice(_POSITIVE + _NEGATIVE)
+    verdict = "I loved it." if word in _POSITIVE else "I hated it."
+    return f"The {rng.choice(_REVIEW_SUBJECTS)} was {word}. {verdict}"
+
+
 def _documents(rng: random.Random, world: World, n: int) -> list[str]:
     """Knowledge as plain prose: every fact, word and sum appears many times across documents."""
     facts = world.facts()
@@ -280,7 +287,7 @@ def _documents(rng: random.Random, world: World, n: int) -> list[str]:
             rng.randrange(_MAX_OPERAND + 1), rng.randrange(_MAX_OPERAND + 1)
         ),
         lambda: " ".join(_bio_sentences(rng, rng.choice(_NAMES))),
-        lambda: f"The {rng.choice(_REVIEW_SUBJECTS)} was {rng.choice(_POSITIVE + _NEGATIVE)}.",
+        lambda: _review(rng),
         lambda: "The words were {}.".format(" ".join(rng.sample(_WORDS, 3))),
     ]
     docs = []
@@ -288,8 +295,8 @@ def _documents(rng: random.Random, world: World, n: int) -> list[str]:
         sentences = [rng.choice(pools)() for _ in range(rng.randint(4, 8))]
         # Real text repeats itself; quoting an earlier sentence is what lets a small model learn to
         # copy from its context (induction heads, Olsson et al. 2022), which SFT tasks then reuse.
-        if rng.random() < 0.5:
-            sentences.append("Again: " + rng.choice(sentences))
+        for quoted in rng.sample(sentences, 2):
+            sentences.append("Again: " + quoted)
         docs.append(" ".join(sentences))
     return docs
 

@@ -4,7 +4,7 @@ Byte-level BPE (Sennrich et al. 2016; byte-level as in GPT-2, Radford et al. 201
 256 byte values, so no input is ever out of vocabulary, and greedily merges the most frequent pairs
 into a vocabulary of the size asked for. Digits are split one by one before merging, so numbers keep
 a regular structure the model can learn arithmetic on. The chat template marks each turn with a role
-token and ends it with `</s>`; the assistant turn sits in `{% generation %}` so trainers can compute
+token and a space, and ends it with `</s>`; the assistant turn sits in `{% generation %}` so trainers can compute
 the loss on the assistant's tokens only.
 
     llm-data tokenizer --data data/synth --out data/tokenizer --vocab_size 1024
@@ -19,16 +19,20 @@ from llm_data.io import atomic_dir, read_jsonl
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+# Turns render as `<|role|> content</s>\n`. The space after the role token matters: byte-level BPE
+# gives " green" and "green" different tokens, so with the space a reply uses the same tokens as the
+# words it copies or recalls from the prompt and from pre-training text. The generation prompt
+# ends at the role token (no trailing space) so the model emits the space-prefixed token itself.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{%- for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' }}"
+    "{{ '<|' + message['role'] + '|>' }}"
     "{%- if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '</s>' }}{% endgeneration %}"
-    "{%- else %}{{ message['content'] + '</s>' }}{%- endif %}"
+    "{% generation %}{{ ' ' + message['content'] + '</s>' }}{% endgeneration %}"
+    "{%- else %}{{ ' ' + message['content'] + '</s>' }}{%- endif %}"
     "{{ '\n' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{ '<|assistant|>\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{ '<|assistant|>' }}{%- endif %}"
 )
 # Text fields of each dataset shape that the tokenizer should see.
 _SHAPE_FIELDS = {"pretrain": ("text",), "sft": ("prompt", "completion"), "cot": ("prompt", "completion")}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_train.artifacts import atomic_dir, require_local_or_hub
+from llm_data.io import atomic_dir, require_local_or_hub
 
 # hidden, layers, heads, kv heads, intermediate (SwiGLU) — 'tiny' trains in about a minute on 2 CPU cores.
 SIZES = {

@@ -16,19 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_train.artifacts import (
-    atomic_dir,
-    require_local_or_hub,
-    weights_mb,
-    write_loss_curves,
-    write_metrics,
-)
+from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metrics
+
+from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(LoopConfig):
     model: str = field(default="models/init", metadata={"help": "Model folder or hub id to start from."})
     data: str = field(
         default="data/synth/pretrain",
@@ -36,41 +32,16 @@ class PretrainConfig:
     )
     out: str = field(default="models/base", metadata={"help": "Output model folder."})
     block_size: int = field(default=128, metadata={"help": "Tokens per packed training block."})
-    epochs: float = field(default=3.0, metadata={"help": "Passes over the training text."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1 = use epochs)."})
-    batch_size: int = field(default=16, metadata={"help": "Blocks per optimizer step."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate (cosine decay)."})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    eval_steps: int = field(default=50, metadata={"help": "Evaluate the held-out loss every N steps."})
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps (kept in <out>.ckpt)."})
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in <out>.ckpt."})
-    seed: int = field(default=0, metadata={"help": "Seed of data order and dropout."})
-    metrics: str = field(
-        default="", metadata={"help": "Write metrics JSON here (e.g. reports/metrics/train_base.json)."}
-    )
-    plots: str = field(default="", metadata={"help": "Write loss-curve CSVs into this folder."})
 
     def __post_init__(self):
-        for name in ("block_size", "batch_size", "eval_steps", "save_steps"):
+        super().__post_init__()
+        for name in ("block_size", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set epochs > 0 or max_steps > 0")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-
-
-def load_splits(folder: str, splits: tuple[str, ...] = ("train", "validation")):
-    """Load a dataset folder's JSONL splits with `datasets`; missing files name the folder."""
-    from datasets import load_dataset
-
-    path = Path(folder)
-    files = {s: str(path / f"{s}.jsonl") for s in splits}
-    for split, f in files.items():
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"{f}: missing {split} split (run `llm-data synth` or `llm-data hub` first)")
-    return load_dataset("json", data_files=files)
 
 
 def _pack(dataset, tokenizer, block_size: int):
@@ -105,26 +76,11 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
 
     ckpt_dir = Path(f"{cfg.out}.ckpt")
     args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,
+        **cfg.trainer_args(str(ckpt_dir)),
         weight_decay=cfg.weight_decay,
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=1,
-        logging_steps=10,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
     )
     trainer = Trainer(
         model=model,

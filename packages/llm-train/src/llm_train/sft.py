@@ -17,21 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_train.artifacts import (
-    atomic_dir,
-    require_local_or_hub,
-    weights_mb,
-    write_loss_curves,
-    write_metrics,
-)
-from llm_train.pretrain import load_splits
+from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metrics
+
+from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
 logger = logging.getLogger(__name__)
 METHODS = ("full", "lora", "qlora")
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(LoopConfig):
     method: str = field(default="full", metadata={"help": f"Which weights train: {', '.join(METHODS)}."})
     model: str = field(default="models/base", metadata={"help": "Base model folder or hub id."})
     data: str = field(
@@ -39,11 +34,6 @@ class SFTConfig:
         metadata={"help": 'Dataset folder: conversational {"messages"} or {"prompt","completion"} rows.'},
     )
     out: str = field(default="models/sft-full", metadata={"help": "Output folder (model, or adapter for LoRA)."})
-    epochs: float = field(default=3.0, metadata={"help": "Passes over the training set."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1 = use epochs)."})
-    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (cosine decay)."})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
     max_length: int = field(default=256, metadata={"help": "Truncate (or pack) sequences to this many tokens."})
     packing: bool = field(default=False, metadata={"help": "Pack several examples into one sequence."})
     completion_only_loss: bool = field(
@@ -52,29 +42,27 @@ class SFTConfig:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r (lora/qlora)."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha; the update is scaled by alpha/r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    train_special_tokens: bool = field(
+        default=True,
+        metadata={"help": "LoRA/QLoRA: also train the embedding rows of the tokenizer's added special "
+                  "tokens (chat roles), which pre-training never saw (peft trainable_token_indices)."},
+    )
     lora_target: str = field(
         default="all-linear", metadata={"help": "Modules that get adapters: 'all-linear' or a comma list."}
     )
     save_merged: bool = field(
         default=False, metadata={"help": "LoRA only: also write the adapter merged into the base to <out>/merged."}
     )
-    eval_steps: int = field(default=50, metadata={"help": "Evaluate the validation loss every N steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of data order, adapter init and dropout."})
-    metrics: str = field(
-        default="", metadata={"help": "Write metrics JSON here (e.g. reports/metrics/train_sft_full.json)."}
-    )
-    plots: str = field(default="", metadata={"help": "Write loss-curve CSVs into this folder."})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.save_merged and self.method != "lora":
             raise ValueError("save_merged applies to --method lora (a QLoRA adapter is served on its 4-bit base)")
-        for name in ("batch_size", "max_length", "lora_r", "lora_alpha", "eval_steps"):
+        for name in ("max_length", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set epochs > 0 or max_steps > 0")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
@@ -96,18 +84,23 @@ def _load_model(cfg: SFTConfig, name: str):
     return AutoModelForCausalLM.from_pretrained(name, **kwargs)
 
 
-def _peft_config(cfg: SFTConfig):
+def _peft_config(cfg: SFTConfig, tokenizer):
     if cfg.method == "full":
         return None
     from peft import LoraConfig
 
     target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
+    # Chat-role tokens added for the template have untrained (random) embeddings in a base that only
+    # saw plain text, and LoRA freezes embeddings: the model would have to read its turn markers
+    # through noise. Training just those rows costs a few hundred parameters.
+    role_ids = tokenizer.convert_tokens_to_ids(list(getattr(tokenizer, "extra_special_tokens", None) or []))
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=target,
         task_type="CAUSAL_LM",
+        trainable_token_indices={"embed_tokens": role_ids} if cfg.train_special_tokens and role_ids else None,
     )
 
 
@@ -121,7 +114,6 @@ def _keep_training_columns(dataset):
 
 
 def run_sft(cfg: SFTConfig) -> Path:
-    import torch
     from transformers import AutoTokenizer
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
@@ -132,30 +124,17 @@ def run_sft(cfg: SFTConfig) -> Path:
     conversational = "messages" in data["train"].column_names
     model = _load_model(cfg, name)
     args = TrlSFTConfig(
-        output_dir=f"{cfg.out}.ckpt",
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,
+        **cfg.trainer_args(f"{cfg.out}.ckpt"),
+        save_strategy="no",
         max_length=cfg.max_length,
         packing=cfg.packing,
         # Completion-only loss: for conversations the loss mask comes from the template's
         # {% generation %} span; for prompt/completion rows from the completion boundary.
         assistant_only_loss=cfg.completion_only_loss and conversational,
         completion_only_loss=cfg.completion_only_loss and not conversational,
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
-        save_strategy="no",
-        logging_steps=10,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        dataset_num_proc=None,
+        # Plain NLL: trl's default chunked loss saves logit memory on big vocabularies, but it reads
+        # `lm_head.bias`, which peft's trainable-token wrapper of a tied head does not expose.
+        loss_type="nll",
     )
     trainer = SFTTrainer(
         model=model,
@@ -163,7 +142,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         train_dataset=data["train"],
         eval_dataset=data["validation"],
         processing_class=tokenizer,
-        peft_config=_peft_config(cfg),
+        peft_config=_peft_config(cfg, tokenizer),
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -1,0 +1,20 @@
+"""`llm-eval <command>`: evaluate models (perplexity, exact match, ROUGE-L, BLEU) and write reports."""
+
+from __future__ import annotations
+
+from llm_data.cli import dispatch
+
+PROG = "llm-eval"
+# name -> (module, config class, run function); torch / transformers / matplotlib load inside `run_*`.
+COMMANDS = {
+    "run": ("llm_eval.run", "EvalConfig", "run_eval"),
+    "report": ("llm_eval.report", "ReportConfig", "run_report"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(PROG, COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

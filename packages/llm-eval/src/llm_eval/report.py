@@ -1,0 +1,470 @@
+"""Write the side-by-side report of a preset: one table, per-category scores, goals, plots, techniques.
+
+The report joins, by row name, what each stage measured: `eval_<name>.json` (llm-eval run: exact match,
+perplexity, ROUGE-L, BLEU, memory), `train_<name>.json` (llm-train: trainable parameters, train time,
+size on disk) and `quantize_<name>.json` (llm-compress: size and memory of the quantized model). It
+checks the preset's goals (SFT gain over the base model, LoRA/QLoRA gap to full fine-tuning, memory
+saved and perplexity lost by quantization), plots the training loss curves and exact-match bars, and
+explains each technique with its paper. `reports/<preset>.md` links the PNGs in `reports/<preset>/`;
+`reports/<preset>.html` embeds them, so it is one self-contained file.
+
+    llm-eval report --preset fast --models base,sft_full,sft_lora,sft_qlora,int8,nf4 \\
+        --metrics_dir reports/metrics --plots_dir reports/plots --out_dir reports
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_data.io import atomic_dir
+
+DASH = "—"
+QUANTIZED = ("int8", "nf4")
+
+# One paragraph per row name: (title, explanation with its paper). Later presets add rows here.
+TECHNIQUES = {
+    "base": (
+        "Pre-training (causal language modeling)",
+        "A Llama-style decoder (pre-RMSNorm, rotary position embeddings, SwiGLU) trained from random "
+        "initialisation to predict the next token of plain text. This is how GPT (Radford et al. 2018, "
+        "'Improving Language Understanding by Generative Pre-Training'; Radford et al. 2019, 'Language "
+        "Models are Unsupervised Multitask Learners') and LLaMA (Touvron et al. 2023, arXiv:2302.13971) "
+        "learn language and facts before any instruction tuning. The base model continues text; it has "
+        "not learned to answer a question in a chat turn, which is why its exact match is low.",
+    ),
+    "sft_full": (
+        "Supervised fine-tuning (full)",
+        "Supervised fine-tuning / instruction tuning: every weight of the pre-trained model is trained on "
+        "(instruction, reply) conversations, with the loss on the assistant's tokens only, so the model "
+        "learns to answer in the chat format. Instruction tuning is the first stage of InstructGPT "
+        "(Ouyang et al. 2022, arXiv:2203.02155) and the idea of FLAN (Wei et al. 2021, arXiv:2109.01652): "
+        "fine-tuning on many tasks phrased as instructions makes a model follow instructions.",
+    ),
+    "sft_lora": (
+        "LoRA",
+        "Low-Rank Adaptation (Hu et al. 2021, arXiv:2106.09685): the pre-trained weights stay frozen and "
+        "each adapted linear layer W gets a trainable low-rank update B·A (rank r), scaled by alpha/r, so "
+        "only a few percent of the parameters train and the saved adapter is small. B starts at zero, so "
+        "training starts from the base model; the update can be merged into W for inference at no cost.",
+    ),
+    "sft_qlora": (
+        "QLoRA",
+        "QLoRA (Dettmers et al. 2023, arXiv:2305.14314): LoRA adapters trained on top of a frozen base "
+        "stored in 4-bit NormalFloat (NF4) with double quantization; gradients flow through the "
+        "dequantized weights into the full-precision adapters. The base takes about a quarter of the "
+        "memory, which is what lets a single GPU fine-tune large models. It is evaluated on its NF4 base.",
+    ),
+    "int8": (
+        "LLM.int8() post-training quantization",
+        "LLM.int8() (Dettmers et al. 2022, arXiv:2208.07339): the fine-tuned model's linear weights are "
+        "stored as int8 with one absmax scale per row (vector-wise quantization), and at matmul time the "
+        "few activation features with outliers run in 16-bit while the rest run in int8. No retraining "
+        "and no calibration data; the embeddings and output head stay in full precision.",
+    ),
+    "nf4": (
+        "4-bit NormalFloat (NF4) post-training quantization",
+        "4-bit NormalFloat from the QLoRA paper (Dettmers et al. 2023, arXiv:2305.14314): weights are "
+        "scaled per block of 64 by their absmax and rounded to 16 levels placed at the quantiles of a "
+        "normal distribution, the best 4-bit grid for normally distributed weights; double quantization "
+        "also stores the block scales in 8 bits. Applied after training to the full fine-tuned model.",
+    ),
+}
+
+TABLE_COLUMNS = ("model", "exact match", "perplexity", "ROUGE-L", "BLEU", "trainable params",
+                 "train time (s)", "size on disk (MB)", "memory (MB)")
+
+
+@dataclass
+class ReportConfig:
+    preset: str = field(default="fast", metadata={"help": "Preset name: writes <out_dir>/<preset>.md/.html."})
+    models: str = field(
+        default="base,sft_full,sft_lora,sft_qlora,int8,nf4",
+        metadata={"help": "Comma-separated row names, in table order; each needs "
+                  "<metrics_dir>/eval_<name>.json."},
+    )
+    metrics_dir: str = field(
+        default="reports/metrics", metadata={"help": "Folder of the stages' metrics JSON."}
+    )
+    plots_dir: str = field(
+        default="reports/plots",
+        metadata={"help": "Folder of loss curves (train_<name>/train.csv, eval.csv)."},
+    )
+    out_dir: str = field(
+        default="reports", metadata={"help": "Where <preset>.md, <preset>.html and <preset>/ go."}
+    )
+    reference: str = field(
+        default="sft_full", metadata={"help": "Row the quantized rows are compared to (memory, perplexity)."}
+    )
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.preset):
+            raise ValueError(f"preset must be letters, digits, '_', '-' or '.', got {self.preset!r}")
+        names = self.names
+        if not names:
+            raise ValueError("models must list at least one row name")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"models lists {duplicates} more than once")
+
+    @property
+    def names(self) -> list[str]:
+        return [n.strip() for n in self.models.split(",") if n.strip()]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _read_json(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
+        raise ValueError(f"{path}: expected a flat JSON object of numbers")
+    return {k: float(v) for k, v in data.items()}
+
+
+def _optional(path: Path) -> dict[str, float]:
+    return _read_json(path) if path.is_file() else {}
+
+
+def load_rows(cfg: ReportConfig) -> dict[str, dict]:
+    """name -> {"eval", "train", "quantize": metrics dicts ({} when absent), "files": names found}."""
+    metrics_dir = Path(cfg.metrics_dir)
+    rows = {}
+    for name in cfg.names:
+        path = metrics_dir / f"eval_{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no eval metrics for model {name!r} (run `llm-eval run --name {name} "
+                f"--model <folder>` or `dvc repro eval@{name}`)"
+            )
+        row = {"eval": _read_json(path)}
+        for kind in ("train", "quantize"):
+            row[kind] = _optional(metrics_dir / f"{kind}_{name}.json")
+        row["files"] = [f"{k}_{name}.json" for k in ("eval", "train", "quantize") if row[k]]
+        rows[name] = row
+    return rows
+
+
+def load_curves(plots_dir: str, names: list[str]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """name -> {"loss": [(step, loss)], "eval_loss": [...]} for rows with a train.csv."""
+    curves = {}
+    for name in names:
+        folder = Path(plots_dir) / f"train_{name}"
+        if not (folder / "train.csv").is_file():
+            continue
+        curves[name] = {}
+        for file, key in (("train.csv", "loss"), ("eval.csv", "eval_loss")):
+            path = folder / file
+            if not path.is_file():
+                continue
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames is None or not {"step", key} <= set(reader.fieldnames):
+                    raise ValueError(f"{path}: expected columns step,{key}, found {reader.fieldnames}")
+                try:
+                    curves[name][key] = [(float(r["step"]), float(r[key])) for r in reader]
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}: non-numeric step or {key}") from None
+    return curves
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _trainable(train: dict[str, float]) -> str:
+    if "trainable_params" not in train:
+        return DASH
+    text = f"{int(train['trainable_params']):,}"
+    percent = train.get("trainable_percent")
+    return f"{text} ({percent:.2f}%)" if percent is not None and percent < 100 else text
+
+
+def main_table(rows: dict[str, dict]) -> list[list[str]]:
+    table = []
+    for name, row in rows.items():
+        ev, tr, qu = row["eval"], row["train"], row["quantize"]
+        size = tr.get("size_mb", qu.get("size_mb"))
+        memory = ev.get("memory_mb", qu.get("memory_mb"))
+        table.append([
+            name, _fmt(ev.get("exact_match"), 1), _fmt(ev.get("perplexity")), _fmt(ev.get("rougeL"), 1),
+            _fmt(ev.get("bleu"), 1), _trainable(tr), _fmt(tr.get("train_seconds"), 1), _fmt(size),
+            _fmt(memory),
+        ])
+    return table
+
+
+def categories(rows: dict[str, dict]) -> list[str]:
+    found = {k.removeprefix("exact_match_") for row in rows.values() for k in row["eval"]
+             if k.startswith("exact_match_")}
+    return sorted(found)
+
+
+def category_table(rows: dict[str, dict], cats: list[str]) -> list[list[str]]:
+    return [[name, *(_fmt(row["eval"].get(f"exact_match_{c}"), 1) for c in cats)]
+            for name, row in rows.items()]
+
+
+@dataclass
+class Goal:
+    label: str
+    value: float | None
+    target: str  # e.g. ">= 40 points"
+    met: bool | None  # None: not measured, or informational
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "not measured"
+        return "info" if self.met is None else ("met" if self.met else "missed")
+
+
+def _goal(label: str, value: float | None, op: str, threshold: float | None, unit: str) -> Goal:
+    if threshold is None:
+        return Goal(label, value, "no goal", None)
+    met = None if value is None else (value >= threshold if op == ">=" else
+                                      value <= threshold if op == "<=" else value < threshold)
+    return Goal(label, value, f"{op} {threshold:g}{unit}", met)
+
+
+def goals(rows: dict[str, dict], reference: str, metrics_dir: str) -> list[Goal]:
+    """The preset's goals, for the rows present; a missing number reads 'not measured'."""
+
+    def em(name: str) -> float | None:
+        return rows[name]["eval"].get("exact_match") if name in rows else None
+
+    def diff(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a - b
+
+    out = []
+    if {"base", "sft_full"} <= rows.keys():
+        out.append(_goal("full SFT exact match minus base (points)", diff(em("sft_full"), em("base")),
+                         ">=", 40, " points"))
+    for name, label, limit in (("sft_lora", "LoRA", 10), ("sft_qlora", "QLoRA", 15)):
+        if {name, "sft_full"} <= rows.keys():
+            out.append(_goal(f"{label} exact-match gap to full SFT (points)", diff(em("sft_full"), em(name)),
+                             "<=", limit, " points"))
+    if "sft_lora" in rows:
+        out.append(_goal("LoRA trainable parameters (%)", rows["sft_lora"]["train"].get("trainable_percent"),
+                         "<", 5, "%"))
+    ref_file = Path(metrics_dir) / f"eval_{reference}.json"
+    ref = rows[reference]["eval"] if reference in rows else _optional(ref_file)
+    for name in QUANTIZED:
+        if name not in rows:
+            continue
+        ev, qu = rows[name]["eval"], rows[name]["quantize"]
+        # Both footprints measured the same way by llm-eval when possible; else llm-compress's ratio.
+        if ref.get("memory_mb") and ev.get("memory_mb"):
+            ratio = ref["memory_mb"] / ev["memory_mb"]
+        else:
+            ratio = qu.get("memory_ratio")
+        out.append(_goal(f"{name} memory reduction vs {reference} fp32 (x)", ratio, ">=",
+                         2 if name == "nf4" else None, "x"))
+        change = None
+        if ref.get("perplexity") and "perplexity" in ev:
+            change = 100.0 * (ev["perplexity"] / ref["perplexity"] - 1.0)
+        out.append(_goal(f"{name} perplexity change vs {reference} (%)", change, "<=", 10, "%"))
+    return out
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def plot_losses(curves: dict, names: list[str]) -> bytes:
+    from matplotlib.figure import Figure  # the OO API: no pyplot global state, no GUI backend
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for name, series in curves.items():
+        color = f"C{names.index(name) % 10}"  # the same colour as the model's bars
+        for key, style, suffix in (("loss", "-", "train"), ("eval_loss", "--", "eval")):
+            if series.get(key):
+                steps, values = zip(*series[key], strict=True)
+                ax.plot(steps, values, style, color=color, label=f"{name} {suffix}")
+    ax.set(xlabel="step", ylabel="loss", title="Training loss (solid) and held-out loss (dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plot_exact_match(rows: dict[str, dict]) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    names = list(rows)
+    values = [rows[n]["eval"].get("exact_match", 0.0) for n in names]
+    bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(names))])
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set(ylabel="exact match (%)", ylim=(0, 105), title="Exact match per model")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(7, 1.3 * len(cats)), 4))
+    ax = fig.add_subplot()
+    names = list(rows)
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(cats))]
+        ys = [rows[name]["eval"].get(f"exact_match_{c}", 0.0) for c in cats]
+        ax.bar(xs, ys, width, label=name, color=f"C{i % 10}")
+    ax.set_xticks(range(len(cats)), cats)
+    ax.set(ylabel="exact match (%)", ylim=(0, 105), title="Exact match per category")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(len(names), 6), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+# A report is a list of blocks, rendered once to Markdown and once to HTML:
+# ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", headers, rows), ("img", file name, alt text).
+
+
+def _md(text: str) -> str:
+    """Escape what Markdown would read as an HTML tag (`<name>`) or as a table border."""
+    return re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text).replace("|", "\\|")
+
+
+def to_markdown(blocks: list[tuple], image_dir: str) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            out.append(f"# {block[1]}")
+        elif kind == "h2":
+            out.append(f"## {block[1]}")
+        elif kind == "h3":
+            out.append(f"### {block[1]}")
+        elif kind == "p":
+            out.append(_md(block[1]))
+        elif kind == "ul":
+            out.append("\n".join(f"- {_md(item)}" for item in block[1]))
+        elif kind == "table":
+            headers, rows = block[1], block[2]
+            lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+            lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+        elif kind == "img":
+            out.append(f"![{block[2]}]({image_dir}/{block[1]})")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
+    "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;"
+    "text-align:right}th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
+    "img{max-width:100%}"
+)
+
+
+def to_html(blocks: list[tuple], images: dict[str, bytes], title: str) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">",
+           f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3", "p"):
+            out.append(f"<{kind}>{e(block[1])}</{kind}>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{e(h)}</th>" for h in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block[2])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode(images[block[1]]).decode("ascii")
+            out.append(f"<p><img alt=\"{e(block[2])}\" src=\"data:image/png;base64,{data}\"></p>")
+    out.append("</body>\n</html>\n")
+    return "\n".join(out)
+
+
+def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], images: dict) -> list[tuple]:
+    blocks: list[tuple] = [
+        ("h1", f"llm-lab report: preset {cfg.preset}"),
+        ("h2", "What ran"),
+        ("p", f"Each row joins, by name, {cfg.metrics_dir}/(eval|train|quantize)_<name>.json; loss curves "
+              f"come from {cfg.plots_dir}/train_<name>/. Files found per row:"),
+        ("ul", [f"{name}: {', '.join(row['files'])}"
+                + (f"; loss curves train_{name}/" if name in curves else "") for name, row in rows.items()]),
+        ("h2", "Side by side"),
+        ("p", f"Exact match, ROUGE-L and BLEU are 0-100 (higher is better); perplexity is on held-out text "
+              f"(lower is better). Trainable parameters, train time and size on disk come from the training "
+              f"or quantization stage; memory is the loaded model's footprint. {DASH} = not measured."),
+        ("table", list(TABLE_COLUMNS), main_table(rows)),
+    ]
+    if cats:
+        blocks += [("h2", "Exact match per category"),
+                   ("table", ["model", *cats], category_table(rows, cats))]
+    goal_list = goals(rows, cfg.reference, cfg.metrics_dir)
+    if goal_list:
+        blocks += [("h2", "Goals"), ("table", ["goal", "value", "target", "verdict"],
+                                     [[g.label, _fmt(g.value), g.target, g.verdict] for g in goal_list])]
+    blocks.append(("h2", "Plots"))
+    for file, alt in (("loss_curves.png", "Training and held-out loss per run"),
+                      ("exact_match.png", "Exact match per model"),
+                      ("exact_match_by_category.png", "Exact match per category and model")):
+        if file in images:
+            blocks.append(("img", file, alt))
+    if "loss_curves.png" not in images:
+        blocks.append(("p", f"No loss curves found under {cfg.plots_dir}/train_<name>/train.csv."))
+    blocks.append(("h2", "Techniques"))
+    for name in rows:
+        if name in TECHNIQUES:
+            title, text = TECHNIQUES[name]
+            blocks += [("h3", f"{name}: {title}"), ("p", text)]
+    return blocks
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_report(cfg: ReportConfig) -> Path:
+    # Every input is read and every figure drawn before anything is written.
+    rows = load_rows(cfg)
+    curves = load_curves(cfg.plots_dir, list(rows))
+    cats = categories(rows)
+    images = {"exact_match.png": plot_exact_match(rows)}
+    if curves:
+        images["loss_curves.png"] = plot_losses(curves, list(rows))
+    if cats:
+        images["exact_match_by_category.png"] = plot_categories(rows, cats)
+    blocks = build_blocks(cfg, rows, curves, cats, images)
+    title = f"llm-lab report: preset {cfg.preset}"
+    markdown, page = to_markdown(blocks, cfg.preset), to_html(blocks, images, title)
+
+    out_dir = Path(cfg.out_dir)
+    with atomic_dir(out_dir / cfg.preset) as tmp:
+        for file, data in images.items():
+            (tmp / file).write_bytes(data)
+    md = out_dir / f"{cfg.preset}.md"
+    _write_text(md, markdown)
+    _write_text(out_dir / f"{cfg.preset}.html", page)
+    return md

@@ -1,0 +1,368 @@
+"""Evaluate one model: exact match, ROUGE-L and BLEU on generated answers, perplexity on held-out text.
+
+Four numbers say how good a model is on the llm-lab task suite:
+
+- **Exact match** (0-100): the share of prompts whose greedy reply, normalised (stripped, lowercased,
+  whitespace collapsed, one trailing period dropped), equals the row's checkable `answer`. Reported
+  overall and per category (`exact_match_<category>`). Each prompt is rendered as one user turn with
+  the tokenizer's chat template and the generation prompt, as the SFT stages trained on.
+- **ROUGE-L** (Lin 2004, 0-100): longest-common-subsequence F-measure between the reply and the
+  reference `completion` — same words in the same order, gaps allowed. Over the free-text categories
+  (summarization, translation), or over every row for data without categories.
+- **BLEU** (Papineni et al. 2002, 0-100): corpus 1- to 4-gram precision with a brevity penalty, via
+  sacrebleu, over the same rows as ROUGE-L.
+- **Perplexity**: exp of the mean next-token negative log-likelihood over the `text` split. Documents
+  are tokenized (BOS + text + EOS, as pre-training packs them), joined and cut into windows of the
+  model's context length; every token except each window's first is predicted once.
+
+The model is a full model folder (or hub id), a PEFT adapter folder (its base is read from
+`adapter_config.json` and the adapter applied on top), or a bitsandbytes-quantized folder; `--quantize
+nf4|int8` quantizes a full model or an adapter's base while loading (QLoRA adapters run on an NF4
+base). Generation is greedy and seeded, so reruns give the same numbers. ROUGE and BLEU are `evaluate`
+metric modules shipped in this package (`llm_eval/metrics/`), so they load with no network.
+
+    llm-eval run --model models/sft-qlora --name sft_qlora --quantize nf4 --data data/synth/sft \\
+        --text data/synth/pretrain --out reports/metrics/eval_sft_qlora.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_data.io import read_jsonl, require_local_or_hub, write_metrics
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE = ("none", "nf4", "int8")
+FREE_TEXT = ("summarization", "translation")
+METRICS_DIR = Path(__file__).parent / "metrics"
+# Perplexity batches hold about as many tokens as `batch_size` windows of this length, so a hub model
+# with a 2048-token context does not build (batch, 2048, vocab) logits 32 windows at a time.
+_PPL_TOKENS_PER_ROW = 256
+_MAX_WINDOW = 4096
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+_PRODUCER = "llm-train pretrain|sft --out {0}` or `llm-compress quantize --out {0}"
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(
+        default="models/sft-full",
+        metadata={"help": "Model to evaluate: a full model folder or hub id, a PEFT adapter folder (its base "
+                  "comes from adapter_config.json), or a bitsandbytes-quantized folder."},
+    )
+    name: str = field(
+        default="sft_full",
+        metadata={"help": "Row name in reports (base, sft_full, nf4, ...); names the default --out."},
+    )
+    data: str = field(
+        default="data/synth/sft",
+        metadata={"help": "SFT-shaped dataset folder ({prompt, completion, category, answer} rows) for exact "
+                  "match, ROUGE-L and BLEU."},
+    )
+    text: str = field(
+        default="data/synth/pretrain",
+        metadata={"help": "Language-modeling dataset folder ({text} rows) for perplexity; '' = skip it."},
+    )
+    split: str = field(default="test", metadata={"help": "Split read from both folders (<split>.jsonl)."})
+    quantize: str = field(
+        default="none",
+        metadata={"help": f"Quantize the model (or an adapter's base) on load: {' | '.join(QUANTIZE)}."},
+    )
+    max_samples: int = field(
+        default=0, metadata={"help": "Evaluate the first N rows of each split (0 = all)."}
+    )
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest generated reply, in tokens."})
+    batch_size: int = field(default=32, metadata={"help": "Prompts (or 256-token text windows) per batch."})
+    seed: int = field(default=0, metadata={"help": "Seed set before evaluating (generation is greedy)."})
+    out: str = field(
+        default="", metadata={"help": "Metrics JSON path; '' = reports/metrics/eval_<name>.json."}
+    )
+    predictions: str = field(
+        default="",
+        metadata={"help": "Also write one JSONL row per prompt (prompt, prediction, answer, correct); "
+                  "'' = don't."},
+    )
+
+    def __post_init__(self):
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"unknown quantize {self.quantize!r}; choose one of: {', '.join(QUANTIZE)}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {self.name!r}")
+        for name in ("model", "data", "split"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} must not be empty")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_samples < 0:
+            raise ValueError(f"max_samples must be >= 0 (0 = all), got {self.max_samples}")
+        if not self.out:
+            self.out = f"reports/metrics/eval_{self.name}.json"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def normalize(text: str) -> str:
+    """Exact-match normalisation: strip, lowercase, collapse whitespace, drop one trailing period."""
+    text = " ".join(text.strip().lower().split())
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def _split_file(folder: str, split: str, producer: str) -> Path:
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{folder}: no such dataset folder (create it with `{producer}`)")
+    file = path / f"{split}.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file (the dataset folder has no {split!r} split)")
+    return file
+
+
+def load_rows(folder: str, split: str, max_samples: int = 0) -> list[dict]:
+    """SFT rows with `prompt` and `answer` (hub data without `answer` falls back to `completion`)."""
+    file = _split_file(folder, split, "llm-data synth` or `llm-data hub")
+    first = read_jsonl(file, {"prompt": str})[0]
+    # The first row fixes the schema; read_jsonl then names the file, line and field of any bad row.
+    target = "completion" if "answer" not in first and "completion" in first else "answer"
+    fields = {"prompt": str, target: str}
+    if "category" in first:
+        fields["category"] = str
+    rows = read_jsonl(file, fields)
+    rows = rows[:max_samples] if max_samples else rows
+    for row in rows:
+        row.setdefault("answer", row[target])
+    return rows
+
+
+def load_texts(folder: str, split: str, max_samples: int = 0) -> list[str]:
+    file = _split_file(folder, split, "llm-data synth")
+    texts = [row["text"] for row in read_jsonl(file, {"text": str})]
+    return texts[:max_samples] if max_samples else texts
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _check_model_path(name: str) -> None:
+    """Raise if `name` is clearly a local folder that is missing or holds no model; hub ids pass."""
+    require_local_or_hub(name, _PRODUCER.format(name))
+    path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{name}: not a model folder (no config.json or adapter_config.json)")
+
+
+def _bnb_config(quantize: str):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    # Compute stays fp32 so the quantized rows differ from the fp32 reference only by weight rounding.
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+
+
+def _load_causal_lm(name: str, quantize: str, device: str):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = {"dtype": torch.float32, "device_map": {"": device}}
+    if quantize != "none":
+        if getattr(AutoConfig.from_pretrained(name), "quantization_config", None) is not None:
+            raise ValueError(f"{name} is already quantized; evaluate it with --quantize none")
+        kwargs["quantization_config"] = _bnb_config(quantize)
+    return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+
+
+def load_model(cfg: EvalConfig, device: str):
+    """(model, tokenizer) for a full, quantized or adapter folder, in eval mode on `device`."""
+    from transformers import AutoTokenizer
+
+    _check_model_path(cfg.model)
+    adapter_config = Path(cfg.model) / "adapter_config.json"
+    if adapter_config.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{adapter_config}: no base_model_name_or_path")
+        try:
+            _check_model_path(base)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} (the base of adapter {cfg.model})") from None
+        model = PeftModel.from_pretrained(_load_causal_lm(base, cfg.quantize, device), cfg.model)
+        has_tokenizer = any((Path(cfg.model) / f).is_file() for f in _TOKENIZER_FILES)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model if has_tokenizer else base)
+    else:
+        model = _load_causal_lm(cfg.model, cfg.quantize, device)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    if tokenizer.pad_token is None:  # hub base models often have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def render_prompts(tokenizer, prompts: list[str]) -> tuple[list[str], bool]:
+    """Each prompt as one user turn plus the generation prompt; raw `prompt + "\\n"` without a template.
+
+    Returns the texts and whether they already hold special tokens (the template writes its own BOS).
+    """
+    if not tokenizer.chat_template:
+        return [p + "\n" for p in prompts], False
+    turns = [[{"role": "user", "content": p}] for p in prompts]
+    return [tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True) for t in turns], True
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy replies, batched with left padding; only the new tokens are decoded."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    texts, templated = render_prompts(tokenizer, prompts)
+    eos = model.generation_config.eos_token_id
+    gen_config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id if eos is None else eos,
+    )
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush
+    replies = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="generating", unit="batch"):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=not templated).to(model.device)
+        with torch.no_grad():
+            ids = model.generate(**batch, generation_config=gen_config)  # (B, T_prompt + T_new)
+        new = ids[:, batch["input_ids"].shape[1]:]
+        replies += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return replies
+
+
+def exact_match(rows: list[dict], replies: list[str]) -> tuple[dict[str, float], list[bool]]:
+    """Overall and per-category exact match (0-100), and whether each reply was right."""
+    correct = [normalize(r) == normalize(row["answer"]) for row, r in zip(rows, replies, strict=True)]
+    metrics = {"exact_match": 100.0 * sum(correct) / len(correct)}
+    by_category = defaultdict(list)
+    for row, ok in zip(rows, correct, strict=True):
+        if "category" in row:
+            by_category[row["category"]].append(ok)
+    for category, oks in sorted(by_category.items()):
+        metrics[f"exact_match_{category}"] = 100.0 * sum(oks) / len(oks)
+    return metrics, correct
+
+
+def text_overlap(rows: list[dict], replies: list[str]) -> dict[str, float]:
+    """ROUGE-L and BLEU (0-100) of the free-text rows' replies against their `completion`."""
+    import evaluate
+
+    has_category = any("category" in row for row in rows)
+    pairs = [
+        (reply, row.get("completion", row["answer"]))
+        for row, reply in zip(rows, replies, strict=True)
+        if not has_category or row.get("category") in FREE_TEXT
+    ]
+    if not pairs:
+        return {}
+    predictions, references = (list(x) for x in zip(*pairs, strict=True))
+    rouge = evaluate.load(str(METRICS_DIR / "rouge"), keep_in_memory=True)
+    bleu = evaluate.load(str(METRICS_DIR / "bleu"), keep_in_memory=True)
+    rouge_l = rouge.compute(predictions=predictions, references=references, rouge_types=["rougeL"])["rougeL"]
+    bleu_score = bleu.compute(predictions=predictions, references=references)["score"]
+    return {"rougeL": 100.0 * rouge_l, "bleu": bleu_score}
+
+
+def _windows(tokenizer, texts: list[str], window: int) -> list[list[int]]:
+    """BOS + text + EOS per document (as pre-training packs them), joined, cut into `window` tokens."""
+    stream = []
+    for ids in tokenizer(texts)["input_ids"]:  # the tokenizer adds BOS where the model expects it
+        stream += ids + [tokenizer.eos_token_id]
+    return [stream[i:i + window] for i in range(0, len(stream), window)]
+
+
+def perplexity(model, tokenizer, texts: list[str], batch_size: int) -> float:
+    """exp(mean NLL per predicted token) over fixed, non-overlapping windows of the model's context."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    window = max(2, min(context, _MAX_WINDOW))
+    rows_per_batch = max(1, batch_size * _PPL_TOKENS_PER_ROW // window)
+    windows = [w for w in _windows(tokenizer, texts, window) if len(w) > 1]  # 1 token predicts nothing
+    if not windows:
+        raise ValueError("the perplexity text has fewer than 2 tokens")
+    nll, count = 0.0, 0
+    for start in tqdm(range(0, len(windows), rows_per_batch), desc="perplexity", unit="batch"):
+        chunk = windows[start:start + rows_per_batch]
+        length = max(len(w) for w in chunk)
+        input_ids = torch.full((len(chunk), length), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for i, w in enumerate(chunk):  # right padding: positions stay 0..len-1
+            input_ids[i, :len(w)] = torch.tensor(w)
+            attention[i, :len(w)] = 1
+        # Padding is masked by position, not by id: a hub tokenizer's pad may be its EOS.
+        labels = input_ids.masked_fill(attention == 0, -100)
+        input_ids, attention, labels = (t.to(model.device) for t in (input_ids, attention, labels))
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention).logits.float()  # (B, T, V)
+        # Token t predicts token t+1, so each window scores len-1 tokens.
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+        nll += F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                               ignore_index=-100, reduction="sum").item()
+        count += int((shift_labels != -100).sum())
+    return math.exp(nll / count)
+
+
+def _write_predictions(path: Path, rows: list[dict], replies: list[str], correct: list[bool]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row, reply, ok in zip(rows, replies, correct, strict=True):
+            record = {"prompt": row["prompt"], "prediction": reply, "answer": row["answer"], "correct": ok}
+            if "category" in row:
+                record["category"] = row["category"]
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def run_eval(cfg: EvalConfig) -> Path:
+    import torch
+    from transformers import set_seed
+
+    # Read every input before the (slow) model load, so bad input fails fast.
+    rows = load_rows(cfg.data, cfg.split, cfg.max_samples)
+    texts = load_texts(cfg.text, cfg.split, cfg.max_samples) if cfg.text else []
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    set_seed(cfg.seed)
+    model, tokenizer = load_model(cfg, device)
+
+    start = time.perf_counter()
+    replies = generate(model, tokenizer, [row["prompt"] for row in rows], cfg.max_new_tokens, cfg.batch_size)
+    metrics, correct = exact_match(rows, replies)
+    metrics.update(text_overlap(rows, replies))
+    if texts:
+        metrics["perplexity"] = perplexity(model, tokenizer, texts, cfg.batch_size)
+    metrics["memory_mb"] = model.get_memory_footprint() / 2**20
+    metrics["eval_seconds"] = time.perf_counter() - start
+    metrics["n_samples"] = len(rows)
+    logger.info("%s: %s", cfg.name, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    if cfg.predictions:
+        _write_predictions(Path(cfg.predictions), rows, replies, correct)
+    out = Path(cfg.out)
+    write_metrics(out, metrics)
+    return out
