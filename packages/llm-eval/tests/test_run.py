@@ -205,7 +205,7 @@ def test_missing_inputs_exit_2_with_one_line(base_model, data, tmp_path, capsys)
     sft, pretrain = data
     cases = [
         (["--model", str(tmp_path / "nope"), "--data", str(sft), "--text", str(pretrain)],
-         "nope: no such model"),
+         "nope: no such folder"),
         (["--model", str(base_model), "--data", str(tmp_path / "nodata"), "--text", str(pretrain)], "nodata"),
         (["--model", str(base_model), "--data", str(sft), "--text", str(pretrain), "--split", "dev"],
          "dev.jsonl"),

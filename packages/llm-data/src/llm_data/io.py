@@ -93,7 +93,8 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, float]) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({k: round(float(v), 6) for k, v in metrics.items()}, indent=2) + "\n")
+    values = {k: v if isinstance(v, int) else round(float(v), 6) for k, v in metrics.items()}
+    tmp.write_text(json.dumps(values, indent=2) + "\n")
     os.replace(tmp, path)
 
 
