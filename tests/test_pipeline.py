@@ -15,13 +15,18 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd: str, cwd: Path) -> str:
+def _shell(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `cmd` offline with this venv's console scripts (llm-*, dvc, invoke) first on PATH."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    proc = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _run(cmd: str, cwd: Path) -> str:
+    proc = _shell(cmd, cwd)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
@@ -80,6 +85,5 @@ def test_param_change_reruns_only_downstream(repo_copy, fast_run):
 
 
 def test_unknown_preset_lists_valid_names(repo_copy):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run("invoke path --name nope", shell=True, cwd=repo_copy, env=env, capture_output=True, text=True)
+    proc = _shell("invoke path --name nope", repo_copy)
     assert proc.returncode != 0 and "fast" in proc.stderr + proc.stdout

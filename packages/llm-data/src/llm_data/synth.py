@@ -267,6 +267,15 @@ def _classification(rng: random.Random, n: int) -> list[Item]:
     return items
 
 
+def _equation(rng: random.Random, op: str) -> str:
+    """One line of the arithmetic table; differences keep the larger operand first."""
+    a, b = rng.randrange(_MAX_OPERAND + 1), rng.randrange(_MAX_OPERAND + 1)
+    if op == "+":
+        return f"{a} + {b} = {a + b}."
+    a, b = max(a, b), min(a, b)
+    return f"{a} - {b} = {a - b}."
+
+
 def _review(rng: random.Random) -> str:
     # Reviews carry their sentiment in context, so pre-training can learn which words are positive.
     word = rng.choice(_POSITIVE + _NEGATIVE)
@@ -280,12 +289,8 @@ def _documents(rng: random.Random, world: World, n: int) -> list[str]:
     pools = [
         lambda: rng.choice(_FACT_SENTENCES[(f := rng.choice(facts))[1]]).format(c=f[0], v=f[2]),
         lambda: "In Zorbish, {} is {}.".format(*rng.choice(sorted(world.lexicon.items()))),
-        lambda: (lambda a, b: f"{a} + {b} = {a + b}.")(
-            rng.randrange(_MAX_OPERAND + 1), rng.randrange(_MAX_OPERAND + 1)
-        ),
-        lambda: (lambda a, b: f"{max(a, b)} - {min(a, b)} = {max(a, b) - min(a, b)}.")(
-            rng.randrange(_MAX_OPERAND + 1), rng.randrange(_MAX_OPERAND + 1)
-        ),
+        lambda: _equation(rng, "+"),
+        lambda: _equation(rng, "-"),
         lambda: " ".join(_bio_sentences(rng, rng.choice(_NAMES))),
         lambda: _review(rng),
         lambda: "The words were {}.".format(" ".join(rng.sample(_WORDS, 3))),
