@@ -10,10 +10,34 @@ from invoke import Exit, task
 # Only presets whose stages exist are offered.
 PRESETS = {
     "fast": {
-        "stages": ["report@fast"],
+        "stages": ["report_fast"],
         "about": "data, tokenizer, pre-training, SFT (full, LoRA, QLoRA), int8/NF4 quantization, eval, report",
     },
+    "balanced": {
+        "stages": ["report_fast", "report_balanced"],
+        "about": "fast + distillation, decoding strategies, KV cache and attention benchmarks, speculative "
+        "decoding, batching, an OpenAI-compatible server",
+    },
 }
+
+# Benchmarks at the goal settings of docs/benchmarks.md (longer than the pipeline's quick versions).
+# Each writes reports/bench/<name>.json and reports/bench/<name>/; `llm-infer bench-report` then
+# writes docs/benchmarks.md. They need the fine-tuned model and the distilled draft: BENCH_NEEDS.
+BENCH_NEEDS = ["distill@kd"]
+# The goals are judged on the runs named like BENCHES in llm_infer.benchmarks; the *_batch4 / *_long
+# runs show the same technique where the tiny model's per-step overhead matters less.
+BENCHES = {
+    "kv_cache": "llm-infer bench-kv --new_tokens 32,64,128,256 --batch_size 1 --repeats 2",
+    "kv_cache_batch4": "llm-infer bench-kv --new_tokens 32,64,128,256 --batch_size 4 --repeats 2",
+    "attention": "llm-infer bench-attn --seq_lens 64,128,256,512,1024 --batch_size 4 --repeats 3",
+    "speculative": "llm-infer speculative --draft models/student-kd --max_samples 24 --max_new_tokens 128",
+    "batch": "llm-infer batch --n_prompts 256 --batch_sizes 1,2,4,8,16,32 --max_new_tokens 32",
+    "batch_long": "llm-infer batch --n_prompts 128 --batch_sizes 1,4,16 --categories summarization "
+    "--max_new_tokens 64",
+    "serve": "llm-infer serve --port 0 --load_test_requests 64 --load_test_clients 16 --max_tokens 16",
+}
+# Commands with tables and plots also get --plots reports/bench/<name>.
+NO_PLOTS = {"serve"}
 
 
 def _preset(name: str) -> dict:
@@ -41,7 +65,27 @@ def stage(c, name, single=False):
 def report(c, name="fast"):
     """Rebuild reports/<name>.md and .html from the metrics already in reports/metrics."""
     _preset(name)
-    c.run(f"dvc repro --single-item report@{name}")
+    c.run(f"dvc repro --single-item report_{name}")
+
+
+@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join(BENCHES)}"})
+def bench(c, only=""):
+    """Run the inference benchmarks alone on this machine (no other load!), then write docs/benchmarks.md."""
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise Exit(f"unknown benchmark {unknown}; valid: {', '.join(BENCHES)}", code=2)
+    c.run(f"dvc repro {' '.join(BENCH_NEEDS)}")
+    for name in names:
+        plots = "" if name in NO_PLOTS else f" --plots reports/bench/{name}"
+        c.run(f"uv run {BENCHES[name]} --metrics reports/bench/{name}.json{plots}")
+    c.run("uv run llm-infer bench-report --bench_dir reports/bench --out docs/benchmarks.md")
+
+
+@task(help={"model": "Model folder to serve", "port": "Port on 127.0.0.1"})
+def serve(c, model="models/sft-full", port=8000):
+    """Serve a model over an OpenAI-compatible API (transformers serve on CPU, vLLM on a GPU)."""
+    c.run(f"uv run llm-infer serve --model {model} --port {port}", pty=True)
 
 
 @task
@@ -57,7 +101,7 @@ def metrics(c):
     c.run("dvc metrics show")
 
 
-PACKAGES = ["llm-data", "llm-train", "llm-compress", "llm-eval"]
+PACKAGES = ["llm-data", "llm-train", "llm-compress", "llm-infer", "llm-eval"]
 
 
 @task(help={"fast": "Skip the slow end-to-end tests", "package": "Test one package alone, e.g. llm-train"})

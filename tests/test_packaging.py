@@ -6,7 +6,15 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ["llm-data", "llm-train", "llm-compress", "llm-eval"]
+# package -> the llm-lab packages it may pull in: each dependency is explicit, and only these.
+DEPENDS = {
+    "llm-data": set(),
+    "llm-train": {"llm-data"},
+    "llm-compress": {"llm-data", "llm-train"},  # distillation reuses llm-train's loop settings and sizes
+    "llm-infer": {"llm-data", "llm-eval"},  # prompt rendering and exact-match scoring come from llm-eval
+    "llm-eval": {"llm-data"},
+}
+PACKAGES = list(DEPENDS)
 pytestmark = pytest.mark.slow
 
 
@@ -43,5 +51,6 @@ def test_wheel_installs_alone_and_cli_runs(dist, tmp_path, package):
     installed = subprocess.run(
         ["uv", "pip", "list", "--python", str(venv / "bin" / "python")], capture_output=True, text=True, check=True
     ).stdout
-    others = {p for p in PACKAGES if p != package and p != "llm-data"}
-    assert not any(p in installed for p in others), f"{package} pulled in another llm-lab package"
+    names = {line.split()[0] for line in installed.splitlines()[2:] if line.strip()}
+    pulled = {p for p in PACKAGES if p in names} - {package}
+    assert pulled == DEPENDS[package], f"{package} pulled in {sorted(pulled)}, expected {sorted(DEPENDS[package])}"

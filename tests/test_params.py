@@ -1,13 +1,22 @@
 """Every params.yaml section builds its command's config: a misspelt or stale key fails here."""
 
 import dataclasses
+import re
 
 import pytest
 import yaml
+from llm_compress.distill import DistillConfig
 from llm_compress.quantize import QuantizeConfig
 from llm_data.synth import SynthConfig
 from llm_data.tokenizer import TokenizerConfig
 from llm_eval.run import EvalConfig
+from llm_eval.sections import SECTIONS
+from llm_infer.attention import AttentionConfig
+from llm_infer.batch import BatchConfig
+from llm_infer.generate import GenerateConfig
+from llm_infer.kv_cache import KVCacheConfig
+from llm_infer.serve import ServeConfig
+from llm_infer.speculative import SpeculativeConfig
 from llm_train.init import InitConfig
 from llm_train.pretrain import PretrainConfig
 from llm_train.sft import SFTConfig
@@ -15,6 +24,9 @@ from llm_train.sft import SFTConfig
 from tests.conftest import REPO
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
+INFER = {"generate": GenerateConfig, "kv_cache": KVCacheConfig, "attention": AttentionConfig,
+         "speculative": SpeculativeConfig, "batch": BatchConfig, "serve": ServeConfig}
 
 
 def _sections():
@@ -26,7 +38,16 @@ def _sections():
         yield f"train.sft.{method}", SFTConfig, {**section, "method": method}
     for name, section in PARAMS["compress"]["quantize"].items():
         yield f"compress.quantize.{name}", QuantizeConfig, section
+    yield "compress.distill", DistillConfig, PARAMS["compress"]["distill"]
+    for name, cls in INFER.items():
+        yield f"infer.{name}", cls, PARAMS["infer"][name]
     yield "eval.run", EvalConfig, PARAMS["eval"]["run"]
+
+
+def test_every_infer_section_has_a_stage():
+    assert set(PARAMS["infer"]) == set(INFER)
+    for name in INFER:
+        assert f"infer_{name}" in DVC["stages"], f"params.yaml infer.{name} has no dvc.yaml stage infer_{name}"
 
 
 @pytest.mark.parametrize(("name", "cls", "section"), list(_sections()), ids=lambda v: v if isinstance(v, str) else "")
@@ -44,3 +65,23 @@ def test_every_params_key_is_used_by_dvc_yaml():
             if key == "method" and name.startswith("train.sft"):
                 continue  # the section key itself is the method
             assert f"--{key} " in dvc, f"params.yaml {name}.{key} is never passed by dvc.yaml"
+
+
+def _flag(cmd: str, name: str) -> list[str]:
+    match = re.search(rf"--{name} (\S+)", cmd)
+    return match.group(1).split(",") if match else []
+
+
+@pytest.mark.parametrize("stage", [s for s in DVC["stages"] if s.startswith("report_")])
+def test_report_stage_deps_match_its_rows_and_sections(stage):
+    """DVC cannot derive deps from params, so the report stages list their inputs twice: keep them equal."""
+    cmd, deps = DVC["stages"][stage]["cmd"], set(DVC["stages"][stage]["deps"])
+    expected = {f"reports/metrics/eval_{row}.json" for row in _flag(cmd, "models")}
+    for section in _flag(cmd, "sections"):
+        if SECTIONS[section].metrics:
+            expected.add(f"reports/metrics/{SECTIONS[section].metrics}")
+        plots = f"reports/plots/infer_{section}"
+        if plots in DVC["stages"].get(f"infer_{section}", {}).get("outs", [{}])[0]:
+            expected.add(plots)
+    assert deps - {"packages/llm-eval/src"} == expected
+    assert stage.removeprefix("report_") in _flag(cmd, "preset")

@@ -1,4 +1,4 @@
-"""The fast learning path end to end on the tiny profile, in a temporary copy of the repository."""
+"""The balanced learning path (a superset of fast) end to end on the tiny profile, in a temporary repo copy."""
 
 import json
 import os
@@ -51,12 +51,12 @@ def repo_copy(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fast_run(repo_copy):
-    return _run("invoke path --name fast", repo_copy)
+def path_run(repo_copy):
+    return _run("invoke path --name balanced", repo_copy)
 
 
-def test_fast_path_writes_report_and_metrics(repo_copy, fast_run):
-    assert "path fast: done" in fast_run
+def test_path_writes_reports_and_metrics(repo_copy, path_run):
+    assert "path balanced: done" in path_run
     report = (repo_copy / "reports" / "fast.md").read_text()
     for row in ("base", "sft_full", "sft_lora", "sft_qlora", "int8", "nf4"):
         assert row in report
@@ -70,18 +70,33 @@ def test_fast_path_writes_report_and_metrics(repo_copy, fast_run):
     assert (repo_copy / "dvc.lock").is_file()
 
 
-def test_second_run_does_nothing(repo_copy, fast_run):
-    out = _run("dvc repro report@fast", repo_copy)
+def test_balanced_report_has_every_section(repo_copy, path_run):
+    report = (repo_copy / "reports" / "balanced.md").read_text()
+    for title in ("Knowledge distillation", "Decoding strategies", "KV cache", "Attention implementations",
+                  "Speculative decoding", "Batching", "Serving", "Goals"):
+        assert f"## {title}" in report
+    assert "student_kd" in report and "student_sft" in report
+    assert (repo_copy / "reports" / "balanced.html").is_file()
+    serve = json.loads((repo_copy / "reports/metrics/infer_serve.json").read_text())
+    assert serve["errors"] == 0 and serve["requests"] == 64
+    spec = json.loads((repo_copy / "reports/metrics/infer_speculative.json").read_text())
+    assert spec["prompt_lookup_identical_fraction"] == 1.0  # speculative decoding must not change greedy output
+
+
+def test_second_run_does_nothing(repo_copy, path_run):
+    out = _run("dvc repro report_fast report_balanced", repo_copy)
     assert "Running stage" not in out
 
 
-def test_param_change_reruns_only_downstream(repo_copy, fast_run):
+def test_param_change_reruns_only_downstream(repo_copy, path_run):
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["train"]["sft"]["lora"]["lora_r"] = 2
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _run("dvc repro report@fast", repo_copy)
+    params["infer"]["generate"]["max_new_tokens"] = 16
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run("dvc repro report_fast report_balanced", repo_copy)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"sft@lora", "eval@sft_lora", "report@fast"}
+    assert ran == {"sft@lora", "eval@sft_lora", "infer_generate", "report_fast", "report_balanced"}
 
 
 def test_unknown_preset_lists_valid_names(repo_copy):

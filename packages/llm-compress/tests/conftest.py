@@ -46,3 +46,46 @@ def build_tiny_model(folder, hidden=64, layers=2, intermediate=128, vocab=320, t
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("models") / "base")
+
+
+# Distillation fixtures: a small llm-data task suite, its chat tokenizer (with the `{% generation %}`
+# template) and a 4-layer, 128-wide random Llama teacher that uses it.
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """`llm-data synth` output with a few rows per category (messages/, sft/, pretrain/, ...)."""
+    from llm_data.synth import SynthConfig, run_synth
+
+    out = tmp_path_factory.mktemp("data") / "synth"
+    run_synth(SynthConfig(out=str(out), n_per_category=12, n_documents=40, n_countries=4))
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(synth, tmp_path_factory):
+    from llm_data.tokenizer import TokenizerConfig, run_tokenizer
+
+    out = tmp_path_factory.mktemp("data") / "tokenizer"
+    run_tokenizer(TokenizerConfig(data=str(synth), out=str(out), vocab_size=400))
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_teacher(chat_tokenizer, tmp_path_factory):
+    """A 4-layer, 128-wide random Llama with the chat tokenizer (folder path str): wider than `nano`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("models") / "teacher"
+    tokenizer = AutoTokenizer.from_pretrained(chat_tokenizer)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -121,3 +121,71 @@ def test_config_validation():
         ReportConfig(models="base,base")
     with pytest.raises(ValueError, match="at least one"):
         ReportConfig(models=" , ")
+
+
+# ----------------------------------------------------------------------------- balanced sections
+
+INFER = {
+    "infer_generate.json": {"greedy_exact_match": 40.0, "greedy_distinct_2": 20.0, "greedy_tokens_per_s": 900.0,
+                            "beam_exact_match": 41.0, "beam_tokens_per_s": 300.0, "temperature_exact_match": 30.0,
+                            "temperature_distinct_2": 45.0},
+    "infer_kv_cache.json": {"kv_speedup": 6.0, "static_speedup": 5.5, "max_new_tokens": 256},
+    "infer_attention.json": {"sdpa_speedup": 1.4, "eager_peak_mb": 10.0, "sdpa_peak_mb": 4.0, "flash_available": 0},
+    "infer_speculative.json": {"assisted_speedup": 1.2, "assisted_acceptance_rate": 0.6,
+                               "assisted_identical_fraction": 1.0, "prompt_lookup_speedup": 1.8,
+                               "prompt_lookup_acceptance_rate": 0.4, "prompt_lookup_identical_fraction": 0.5},
+    "infer_batch.json": {"batch_speedup": 7.0, "largest_batch": 16, "continuous_tokens_per_s": 500.0,
+                         "continuous_vs_static": 0.8},
+    "infer_serve.json": {"requests": 64, "clients": 16, "errors": 0, "requests_per_s": 20.0, "latency_p50_s": 0.5,
+                         "malformed_requests": 3, "malformed_4xx": 3},
+}
+
+
+@pytest.fixture
+def balanced(reports):
+    metrics, plots = reports / "metrics", reports / "plots"
+    for name, data in INFER.items():
+        _write(metrics / name, data)
+    (plots / "infer_kv_cache").mkdir(parents=True)
+    (plots / "infer_kv_cache" / "kv_cache.csv").write_text("cache,new_tokens,tokens_per_s\nnone,256,100.5\n")
+    (plots / "infer_kv_cache" / "kv_cache_tokens_per_s.png").write_bytes(PNG)
+    for name, em, params in (("student_kd", 60.0, 500_000), ("student_sft", 50.0, 500_000)):
+        _write(metrics / f"eval_{name}.json", {"exact_match": em, "perplexity": 9.0})
+        _write(metrics / f"train_{name}.json", {"teacher_parameters": 1_000_000, "student_parameters": params,
+                                                "parameter_ratio": 2.0, "train_seconds": 30.0})
+    return reports
+
+
+def test_balanced_sections(balanced):
+    cfg = _cfg(balanced, models="base,sft_full,student_kd,student_sft",
+               sections="distill,generate,kv_cache,attention,speculative,batch,serve")
+    cfg.preset = "balanced"
+    md = run_report(cfg).read_text()
+    for title in ("Knowledge distillation", "Decoding strategies", "KV cache", "Attention implementations",
+                  "Speculative decoding", "Batching", "Serving"):
+        assert f"## {title}" in md
+    # Distillation: 60 / 80 = 75% of the teacher, +10 points over the control.
+    assert "75.0% of the teacher" in md and "gains 10.0 points" in md
+    # Goals: KV 6x >= 5 met; prompt lookup changed outputs, so its speedup counts as 0 (missed).
+    assert "| KV cache speedup over no cache at 256 new tokens (x) | 6.00 | >= 5 | met |" in md
+    assert "| prompt_lookup speedup over greedy at identical output (x) | 0.00 | >= 1.5 | missed |" in md
+    assert "| server errors over 64 requests from 16 clients | 0.00 | <= 0 | met |" in md
+    assert "| none | 256 | 100.50 |" in md  # the stage's CSV becomes a table
+    assert (balanced / "balanced" / "kv_cache_kv_cache_tokens_per_s.png").is_file()
+    assert "data:image/png;base64" in (balanced / "balanced.html").read_text()
+
+
+def test_missing_section_input_names_the_stage(balanced, capsys):
+    (balanced / "metrics" / "infer_batch.json").unlink()
+    args = ["report", "--preset", "balanced", "--models", "sft_full", "--sections", "batch",
+            "--metrics_dir", str(balanced / "metrics"), "--plots_dir", str(balanced / "plots"),
+            "--out_dir", str(balanced)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "infer_batch.json" in err and "dvc repro infer_batch" in err
+    assert not (balanced / "balanced.md").exists()
+
+
+def test_unknown_section_exits_2(reports, capsys):
+    assert main(["report", "--sections", "kv_cache,warp_drive", "--metrics_dir", str(reports / "metrics")]) == 2
+    assert "warp_drive" in capsys.readouterr().err

@@ -1,4 +1,6 @@
-"""`llm-compress <command>`: post-training compression of a trained model (bitsandbytes 8-bit / 4-bit NF4)."""
+"""`llm-compress <command>`: compression of a trained model: knowledge distillation into a smaller student
+(trl GKD: forward/reverse KL or JSD, optionally on-policy) and post-training quantization (bitsandbytes 8-bit /
+4-bit NF4)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ PROG = "llm-compress"
 # name -> (module, config class, run function); torch / transformers load inside `run_*`.
 COMMANDS = {
     "quantize": ("llm_compress.quantize", "QuantizeConfig", "run_quantize"),
+    "distill": ("llm_compress.distill", "DistillConfig", "run_distill"),
 }
 
 

@@ -77,6 +77,18 @@ TECHNIQUES = {
         "normal distribution, the best 4-bit grid for normally distributed weights; double quantization "
         "also stores the block scales in 8 bits. Applied after training to the full fine-tuned model.",
     ),
+    "student_kd": (
+        "Knowledge distillation (student)",
+        "A student with half the teacher's layers, initialised from the teacher's weights, trained to match "
+        "the full next-token distributions of the fine-tuned teacher (sft_full) on the SFT conversations with "
+        "trl's GKD trainer (Hinton et al. 2015, arXiv:1503.02531; Agarwal et al. 2024, arXiv:2306.13649). "
+        "It is also the draft model of speculative decoding.",
+    ),
+    "student_sft": (
+        "Distillation control: the same student, plain SFT",
+        "The same student architecture and initialisation trained by supervised fine-tuning on the same data "
+        "for the same steps, without the teacher: the gap to student_kd is what the teacher's soft targets add.",
+    ),
 }
 
 TABLE_COLUMNS = ("model", "exact match", "perplexity", "ROUGE-L", "BLEU", "trainable params",
@@ -102,7 +114,13 @@ class ReportConfig:
         default="reports", metadata={"help": "Where <preset>.md, <preset>.html and <preset>/ go."}
     )
     reference: str = field(
-        default="sft_full", metadata={"help": "Row the quantized rows are compared to (memory, perplexity)."}
+        default="sft_full",
+        metadata={"help": "Row the quantized rows are compared to (memory, perplexity); the distillation teacher."},
+    )
+    sections: str = field(
+        default="",
+        metadata={"help": "Comma list of extra sections after the model table: distill, generate, kv_cache, "
+                  "attention, speculative, batch, serve ('' = none)."},
     )
 
     def __post_init__(self):
@@ -114,6 +132,15 @@ class ReportConfig:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"models lists {duplicates} more than once")
+        from llm_eval.sections import SECTIONS
+
+        unknown = [s for s in self.section_names if s not in SECTIONS]
+        if unknown:
+            raise ValueError(f"sections: unknown {unknown}; choose from: {', '.join(SECTIONS)}")
+
+    @property
+    def section_names(self) -> list[str]:
+        return [s.strip() for s in self.sections.split(",") if s.strip()]
 
     @property
     def names(self) -> list[str]:
@@ -403,7 +430,10 @@ def to_html(blocks: list[tuple], images: dict[str, bytes], title: str) -> str:
     return "\n".join(out)
 
 
-def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], images: dict) -> list[tuple]:
+def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], images: dict,
+                 extra: tuple[list[tuple], list[tuple]] = ([], [])) -> list[tuple]:
+    """The report's blocks; `extra` = (section blocks, section goals as (label, value, op, threshold))."""
+    extra_blocks, extra_goals = extra
     blocks: list[tuple] = [
         ("h1", f"llm-lab report: preset {cfg.preset}"),
         ("h2", "What ran"),
@@ -421,6 +451,8 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
         blocks += [("h2", "Exact match per category"),
                    ("table", ["model", *cats], category_table(rows, cats))]
     goal_list = goals(rows, cfg.reference, cfg.metrics_dir)
+    goal_list += [_goal(label, value, op, None if op == "info" else threshold, "")
+                  for label, value, op, threshold in extra_goals]
     if goal_list:
         blocks += [("h2", "Goals"), ("table", ["goal", "value", "target", "verdict"],
                                      [[g.label, _fmt(g.value), g.target, g.verdict] for g in goal_list])]
@@ -432,6 +464,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
             blocks.append(("img", file, alt))
     if "loss_curves.png" not in images:
         blocks.append(("p", f"No loss curves found under {cfg.plots_dir}/train_<name>/train.csv."))
+    blocks += extra_blocks
     blocks.append(("h2", "Techniques"))
     for name in rows:
         if name in TECHNIQUES:
@@ -456,7 +489,13 @@ def run_report(cfg: ReportConfig) -> Path:
         images["loss_curves.png"] = plot_losses(curves, list(rows))
     if cats:
         images["exact_match_by_category.png"] = plot_categories(rows, cats)
-    blocks = build_blocks(cfg, rows, curves, cats, images)
+    from llm_eval.sections import build
+
+    section_blocks, section_images, section_goals = build(
+        cfg.section_names, cfg.metrics_dir, cfg.plots_dir, _read_json, teacher=cfg.reference
+    )
+    images.update(section_images)
+    blocks = build_blocks(cfg, rows, curves, cats, images, (section_blocks, section_goals))
     title = f"llm-lab report: preset {cfg.preset}"
     markdown, page = to_markdown(blocks, cfg.preset), to_html(blocks, images, title)
 

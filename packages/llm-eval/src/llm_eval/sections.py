@@ -1,0 +1,287 @@
+"""Report sections beyond the model table: distillation and the inference measurements of llm-infer.
+
+Each section reads what its stage wrote — `<metrics_dir>/<file>.json` (flat numbers) and, for the
+llm-infer commands, `<plots_dir>/infer_<name>/*.csv|png` — and becomes blocks (headings, a table,
+its plots, a paragraph on the technique with its paper, a sentence on what the numbers show) plus
+goals. `report --sections distill,generate,...` picks them; a missing input names the stage to run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    metrics: str  # metrics JSON file name in metrics_dir ('' = joined from several files)
+    stage: str  # the DVC stage that writes it
+    about: str  # the technique and its paper
+    finding: Callable[[dict], str]  # what the numbers show, from the metrics
+    goals: Callable[[dict], list[tuple[str, float | None, str, float]]]  # (label, value, op, threshold)
+
+
+def _f(value, digits: int = 2) -> str:
+    if value is None or value == "":
+        return DASH
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(number):
+        return DASH
+    return f"{number:,.0f}" if abs(number) >= 1000 else f"{number:.{digits}f}"
+
+
+def _get(m: dict, key: str) -> float | None:
+    return m.get(key)
+
+
+# ----------------------------------------------------------------------------- the sections
+
+
+def _distill_finding(m: dict) -> str:
+    if "student_kd_exact_match" not in m:
+        return ""
+    return (f"The student has {_f(m.get('parameter_ratio'))}x fewer parameters than its teacher and reaches "
+            f"{_f(m.get('kd_percent_of_teacher'), 1)}% of the teacher's exact match with distillation, "
+            f"{_f(m.get('sft_percent_of_teacher'), 1)}% when the same student is trained by plain SFT on the same "
+            f"data and steps: distillation {'gains' if m.get('kd_gain_over_control', 0) >= 0 else 'loses'} "
+            f"{_f(abs(m.get('kd_gain_over_control', 0.0)), 1)} points over the control.")
+
+
+def _generate_finding(m: dict) -> str:
+    greedy, sampled = m.get("greedy_exact_match"), m.get("temperature_exact_match")
+    if greedy is None:
+        return ""
+    text = (f"Greedy decoding scores {_f(greedy, 1)}% exact match with distinct-2 {_f(m.get('greedy_distinct_2'), 1)}; "
+            f"beam search {_f(m.get('beam_exact_match'), 1)}% at {_f(m.get('beam_tokens_per_s'), 0)} tokens/s vs "
+            f"greedy's {_f(m.get('greedy_tokens_per_s'), 0)}.")
+    if sampled is not None:
+        text += (f" Pure temperature sampling raises distinct-2 to {_f(m.get('temperature_distinct_2'), 1)} at "
+                 f"{_f(sampled, 1)}% exact match; top-k, top-p and min-p cut the unlikely tail and sit in between.")
+    return text
+
+
+def _kv_finding(m: dict) -> str:
+    if "kv_speedup" not in m:
+        return ""
+    return (f"At {_f(m.get('max_new_tokens'), 0)} new tokens the dynamic KV cache decodes {_f(m['kv_speedup'])}x "
+            f"faster than recomputing the whole sequence each step; the static cache {_f(m.get('static_speedup'))}x"
+            + (f", the fp8-quantized cache {_f(m.get('quantized_speedup'))}x while holding "
+               f"{_f(m.get('quantized_cache_mb'), 3)} MB instead of {_f(m.get('dynamic_cache_mb'), 3)} MB"
+               if "quantized_speedup" in m else "") + ".")
+
+
+def _attention_finding(m: dict) -> str:
+    if "sdpa_speedup" not in m:
+        return ""
+    flash = ("flash_attention_2 ran" if m.get("flash_available") else
+             "flash_attention_2 was unavailable here (see the table for why)")
+    return (f"At the longest sequence SDPA is {_f(m['sdpa_speedup'])}x the speed of eager attention, with peak "
+            f"memory {_f(m.get('sdpa_peak_mb'))} MB vs {_f(m.get('eager_peak_mb'))} MB; {flash}.")
+
+
+def _speculative_finding(m: dict) -> str:
+    parts = []
+    for method, label in (("assisted", "assisted decoding with the distilled draft"),
+                          ("prompt_lookup", "prompt-lookup decoding")):
+        if f"{method}_speedup" in m:
+            parts.append(f"{label} runs at {_f(m[f'{method}_speedup'])}x greedy's speed with "
+                         f"{_f(100 * m.get(f'{method}_acceptance_rate', 0.0), 0)}% of proposed tokens accepted and "
+                         f"{_f(100 * m.get(f'{method}_identical_fraction', 0.0), 0)}% of outputs identical to greedy")
+    return ("; ".join(parts) + ".").capitalize() if parts else ""
+
+
+def _batch_finding(m: dict) -> str:
+    if "batch_speedup" not in m:
+        return ""
+    text = (f"Batch {_f(m.get('largest_batch'), 0)} generates {_f(m['batch_speedup'])}x the tokens/s of batch 1: "
+            f"one forward pass serves many sequences, so fixed per-step costs are shared.")
+    if "continuous_tokens_per_s" in m:
+        text += (f" Continuous batching reaches {_f(m['continuous_tokens_per_s'], 0)} tokens/s "
+                 f"({_f(m.get('continuous_vs_static'))}x static batching at the largest batch).")
+    return text
+
+
+def _serve_finding(m: dict) -> str:
+    if "requests" not in m:
+        return ""
+    return (f"{_f(m['requests'], 0)} requests from {_f(m.get('clients'), 0)} concurrent clients: "
+            f"{_f(m.get('errors'), 0)} errors, {_f(m.get('requests_per_s'))} requests/s, median latency "
+            f"{_f(m.get('latency_p50_s'))} s; {_f(m.get('malformed_4xx'), 0)} of {_f(m.get('malformed_requests'), 0)} "
+            f"malformed requests got a 4xx JSON error and the server kept serving.")
+
+
+SECTIONS = {
+    "distill": Section(
+        "Knowledge distillation", "", "distill@kd, distill@sft, eval@student_kd, eval@student_sft",
+        "Knowledge distillation (Hinton et al. 2015, arXiv:1503.02531) trains a small student to match the full "
+        "next-token distribution of a large teacher, not just the one correct token: the teacher's 'dark "
+        "knowledge' (which wrong answers are nearly right) is a richer signal than the label. The student keeps "
+        "every other layer of the teacher (the DistilBERT initialisation, Sanh et al. 2019, arXiv:1910.01108) "
+        "and is trained with trl's generalized knowledge distillation trainer (GKD, Agarwal et al. 2024, "
+        "arXiv:2306.13649), whose loss is forward KL, reverse KL or a Jensen-Shannon mix, on the dataset's "
+        "replies or on the student's own samples (on-policy), here mixed with the plain next-token loss on the "
+        "reference reply as Hinton et al. do (--hard_weight). The control trains the same student by plain SFT "
+        "on the same data and steps, so the difference is the teacher's signal alone.",
+        _distill_finding,
+        lambda m: [("distilled student exact match, % of teacher", m.get("kd_percent_of_teacher"), "info", 0),
+                   ("distillation gain over the SFT control (points)", m.get("kd_gain_over_control"), "info", 0)],
+    ),
+    "generate": Section(
+        "Decoding strategies", "infer_generate.json", "infer_generate",
+        "The same model, different ways to pick tokens: greedy and beam search (deterministic), sampling with "
+        "a temperature, top-k (Fan et al. 2018, arXiv:1805.04833), nucleus / top-p (Holtzman et al. 2020, "
+        "arXiv:1904.09751) and min-p (Nguyen et al. 2024, arXiv:2407.01082), and a repetition penalty (Keskar "
+        "et al. 2019, arXiv:1909.05858). Contrastive search (Su et al. 2022, arXiv:2202.06417) now lives in a "
+        "hub repo for transformers' custom_generate, so offline it is listed as unavailable. Accuracy is exact "
+        "match on the checkable test prompts, diversity is distinct-2 (unique bigrams / bigrams; Li et al. "
+        "2016, arXiv:1510.03055).",
+        _generate_finding, lambda m: [],
+    ),
+    "kv_cache": Section(
+        "KV cache", "infer_kv_cache.json", "infer_kv_cache",
+        "A decoder attends from each new token to every earlier one. Without a cache, every step re-runs the "
+        "whole sequence, so generating n tokens costs O(n^2) token passes; the KV cache keeps each layer's keys "
+        "and values so a step only processes the new token, at the price of memory that grows with the length "
+        "(Pope et al. 2022, arXiv:2211.05102). transformers' dynamic cache grows as it goes, the static cache is "
+        "pre-allocated (what torch.compile needs), and the quantized cache stores keys and values in fewer bits "
+        "(KIVI, Liu et al. 2024, arXiv:2402.02750).",
+        _kv_finding,
+        lambda m: [(f"KV cache speedup over no cache at {_f(m.get('max_new_tokens'), 0)} new tokens (x)",
+                    m.get("kv_speedup"), ">=", 5)],
+    ),
+    "attention": Section(
+        "Attention implementations", "infer_attention.json", "infer_attention",
+        "The same attention math, three kernels: 'eager' materialises the (batch, heads, T, T) score matrix in "
+        "Python-level PyTorch ops; SDPA is PyTorch's fused scaled_dot_product_attention, which picks a "
+        "memory-efficient or flash kernel when it can; flash_attention_2 (Dao et al. 2022, arXiv:2205.14135; "
+        "Dao 2023, arXiv:2307.08691) tiles the computation in GPU SRAM so memory grows linearly with the "
+        "sequence, and needs a CUDA GPU and the flash-attn package.",
+        _attention_finding, lambda m: [],
+    ),
+    "speculative": Section(
+        "Speculative decoding", "infer_speculative.json", "infer_speculative",
+        "Speculative decoding (Leviathan et al. 2023, arXiv:2211.17192; Chen et al. 2023, arXiv:2302.01318): a "
+        "cheap draft proposes several tokens and the target checks them in one forward pass, keeping the "
+        "longest agreeing prefix, so greedy output is unchanged and the target runs fewer times. The draft here "
+        "is the distilled student; prompt-lookup decoding (Saxena 2023) proposes tokens copied from earlier in "
+        "the context instead of running a draft. The speedup needs a draft much cheaper than the target and a "
+        "high acceptance rate; on a 1M-parameter model per-call overhead, not arithmetic, dominates.",
+        _speculative_finding,
+        lambda m: [(f"{name} speedup over greedy at identical output (x)",
+                    m.get(f"{name}_speedup") if m.get(f"{name}_identical_fraction") == 1.0 else 0.0, ">=", 1.5)
+                   for name in ("assisted", "prompt_lookup") if f"{name}_speedup" in m],
+    ),
+    "batch": Section(
+        "Batching", "infer_batch.json", "infer_batch",
+        "Decoding one sequence at a time leaves the hardware idle; batching runs many sequences per forward "
+        "pass. Static batching pads a fixed group and waits for its longest reply; continuous (iteration-level) "
+        "batching (Orca, Yu et al. 2022, OSDI) admits and retires sequences every step, and vLLM's "
+        "PagedAttention (Kwon et al. 2023, arXiv:2309.06180) stores the KV cache in pages so many sequences fit.",
+        _batch_finding,
+        lambda m: [(f"batch-{_f(m.get('largest_batch'), 0)} throughput over batch 1 (x)",
+                    m.get("batch_speedup"), ">=", 5)],
+    ),
+    "serve": Section(
+        "Serving", "infer_serve.json", "infer_serve",
+        "An OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, streaming) lets any OpenAI "
+        "client use the model. On CPU the server is `transformers serve`; on a GPU it is `vllm serve`. The load "
+        "test sends concurrent requests with the official openai client, plus malformed ones that must get a "
+        "4xx JSON error without taking the server down.",
+        _serve_finding,
+        lambda m: [(f"server errors over {_f(m.get('requests'), 0)} requests from {_f(m.get('clients'), 0)} clients",
+                    m.get("errors"), "<=", 0)],
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _cell(text: str) -> str:
+    """A CSV cell for the report: integers as written, other numbers rounded, words as they are."""
+    return text if text.lstrip("-").isdigit() else _f(text)
+
+
+def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path}: empty CSV")
+    return rows[0], [[_cell(cell) for cell in row] for row in rows[1:]]
+
+
+def distill_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], teacher: str) -> dict:
+    """Join train_student_<kd|sft>.json with the eval rows of teacher and students into one flat dict."""
+    out = {}
+    for name in ("kd", "sft"):
+        path = metrics_dir / f"train_student_{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no distillation metrics (run `dvc repro distill@{name}`)")
+        train = read_json(path)
+        out.update({k: train[k] for k in ("teacher_parameters", "student_parameters", "parameter_ratio")
+                    if k in train})
+        out[f"{name}_train_seconds"] = train.get("train_seconds")
+    for name in (teacher, "student_kd", "student_sft"):
+        path = metrics_dir / f"eval_{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no eval metrics (run `dvc repro eval@{name}`)")
+        out[f"{'teacher' if name == teacher else name}_exact_match"] = read_json(path).get("exact_match")
+    t, kd, sft = out["teacher_exact_match"], out["student_kd_exact_match"], out["student_sft_exact_match"]
+    if t:
+        out["kd_percent_of_teacher"] = 100.0 * kd / t
+        out["sft_percent_of_teacher"] = 100.0 * sft / t
+    out["kd_gain_over_control"] = kd - sft
+    return out
+
+
+def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callable[[Path], dict],
+          teacher: str = "sft_full") -> tuple[list[tuple], dict[str, bytes], list[tuple]]:
+    """(blocks, images by file name, goals as (label, value, op, threshold)) for the named sections."""
+    blocks, images, goal_rows = [], {}, []
+    for name in names:
+        if name not in SECTIONS:
+            raise ValueError(f"unknown report section {name!r}; choose from: {', '.join(SECTIONS)}")
+        section = SECTIONS[name]
+        if name == "distill":
+            metrics = distill_metrics(Path(metrics_dir), read_json, teacher)
+        else:
+            path = Path(metrics_dir) / section.metrics
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no metrics for section {name!r} (run `dvc repro {section.stage}`)")
+            metrics = read_json(path)
+        blocks += [("h2", section.title), ("p", section.about)]
+        finding = section.finding(metrics)
+        if finding:
+            blocks.append(("p", finding))
+        if name == "distill":
+            blocks.append(("table", ["model", "parameters", "exact match", "% of teacher"], [
+                [teacher + " (teacher)", _f(metrics.get("teacher_parameters")), _f(metrics["teacher_exact_match"], 1),
+                 "100.0"],
+                ["student_kd (distilled)", _f(metrics.get("student_parameters")),
+                 _f(metrics["student_kd_exact_match"], 1), _f(metrics.get("kd_percent_of_teacher"), 1)],
+                ["student_sft (control)", _f(metrics.get("student_parameters")),
+                 _f(metrics["student_sft_exact_match"], 1), _f(metrics.get("sft_percent_of_teacher"), 1)],
+            ]))
+        folder = Path(plots_dir) / f"infer_{name}"
+        for table in sorted(folder.glob("*.csv")):
+            headers, rows = _read_table(table)
+            blocks.append(("table", headers, rows))
+        for png in sorted(folder.glob("*.png")):
+            file = f"{name}_{png.name}"
+            images[file] = png.read_bytes()
+            blocks.append(("img", file, f"{section.title}: {png.stem.replace('_', ' ')}"))
+        goal_rows += section.goals(metrics)
+    return blocks, images, goal_rows
+
+
+__all__ = ["SECTIONS", "build", "distill_metrics"]

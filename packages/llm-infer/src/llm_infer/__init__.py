@@ -1,0 +1,1 @@
+"""llm-lab inference: decoding strategies, KV cache, attention backends, speculative decoding, batching, serving."""

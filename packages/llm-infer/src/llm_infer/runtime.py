@@ -1,0 +1,152 @@
+"""What every llm-infer command shares: loading a model folder, the prompts it runs on, timing, outputs."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from llm_data.io import atomic_dir, require_local_or_hub
+
+logger = logging.getLogger(__name__)
+DTYPES = ("float32", "bfloat16", "float16")
+_PRODUCER = "llm-train sft --method full --out {0}` (or `llm-compress distill --out {0}"
+
+
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def machine() -> str:
+    """The machine in words, for benchmark outputs: GPU name, or CPU model and the cores torch uses."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def require_model(name: str) -> str:
+    """A local folder must hold a transformers model (config.json); anything else must look like a hub id."""
+    name = require_local_or_hub(name, _PRODUCER.format(name))
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json)")
+    return name
+
+
+def load_model(name: str, attn_implementation: str | None = None, dtype: str = "float32", device: str = ""):
+    """(model, tokenizer) in eval mode; the tokenizer pads on the left, as generation needs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = require_model(name)
+    kwargs = {"dtype": getattr(torch, dtype), "device_map": {"": device or device_name()}}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush
+    model.eval()
+    return model, tokenizer
+
+
+def load_prompts(data: str, split: str = "test", max_samples: int = 0, categories: str = "") -> list[dict]:
+    """Rows with `prompt`, `answer` (and `category`) from an SFT dataset folder (llm-eval's loader),
+    only those of the comma-listed `categories` when given ('' = all)."""
+    from llm_eval.run import load_rows
+
+    wanted = {c.strip() for c in categories.split(",") if c.strip()}
+    rows = [r for r in load_rows(data, split) if not wanted or r.get("category") in wanted]
+    if not rows:
+        raise ValueError(f"{data}/{split}.jsonl: no rows in categories {sorted(wanted)}")
+    return rows[:max_samples] if max_samples else rows
+
+
+def render(tokenizer, prompts: Sequence[str]) -> tuple[list[str], bool]:
+    """The prompts as the model was trained to see them (chat template + generation prompt)."""
+    from llm_eval.run import render_prompts
+
+    return render_prompts(tokenizer, list(prompts))
+
+
+def encode(tokenizer, prompts: Sequence[str], device: str):
+    """Chat-rendered, left-padded batch of prompts as tensors on `device`."""
+    texts, templated = render(tokenizer, prompts)
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(device)
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work so wall-clock timings are real."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[object, float]:
+    """(last result, best wall seconds over `repeats` runs): the minimum is the least noisy estimate."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def write_table(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """A CSV with one row per measurement (a DVC plot source), written atomically."""
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def write_plot(path: str | Path, draw: Callable) -> None:
+    """A PNG drawn by `draw(ax)` with matplotlib's non-interactive backend, written atomically."""
+    if not path:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+__all__ = [
+    "DTYPES", "atomic_dir", "device_name", "encode", "load_model", "load_prompts", "machine", "render",
+    "require_model", "sync", "timed", "write_plot", "write_table",
+]

@@ -1,0 +1,190 @@
+"""`llm-infer serve`: transformers serve on a free loopback port, driven with the official openai client.
+
+One server (the tiny model) is started for the module; the load test starts and stops its own.
+"""
+
+import json
+import sys
+from importlib.util import find_spec
+
+import pytest
+import torch
+from llm_infer import serve
+from llm_infer.cli import main
+from llm_infer.serve import ServeConfig, malformed_requests, request_problem, run_serve, running_server
+
+MAX_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_model, tmp_path_factory):
+    """The tiny model with an untied output layer, so its greedy replies are words.
+
+    With tied embeddings a random model's top next token is the token it just read, so it echoes the chat
+    template's last token, `<|assistant|>`: a special token, decoded to '' — every reply would be empty.
+    """
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("models") / "untied"
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def server(chat_model, tmp_path_factory):
+    """(model id, base URL) of a running `transformers serve` with the model preloaded."""
+    cfg = ServeConfig(model=chat_model, port=0)
+    with running_server(cfg, log=tmp_path_factory.mktemp("serve") / "server.log") as base_url:
+        yield cfg.model, base_url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server[1]}/v1", api_key="none", max_retries=0, timeout=60)
+
+
+def _greedy(model_dir: str, prompt: str) -> str:
+    """The reply transformers' own greedy `generate` gives to `prompt` as one chat turn."""
+    import torch
+    from llm_infer.runtime import encode, load_model
+
+    model, tokenizer = load_model(model_dir, device="cpu")
+    batch = encode(tokenizer, [prompt], "cpu")
+    with torch.no_grad():
+        ids = model.generate(**batch, max_new_tokens=MAX_TOKENS, do_sample=False)
+    return tokenizer.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _chat(client, model, prompt, **kwargs):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                          max_tokens=MAX_TOKENS, temperature=0.0, **kwargs)
+
+
+def test_chat_completion_is_the_models_greedy_reply(server, client):
+    model, _ = server
+    reply = _chat(client, model, "What is 2 + 3?")
+    text = reply.choices[0].message.content
+    assert text and text == _greedy(model, "What is 2 + 3?")
+    assert 1 <= reply.usage.completion_tokens <= MAX_TOKENS
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_completion_returns_text(server, client):
+    model, _ = server
+    reply = client.completions.create(model=model, prompt="What is 2 + 3?", max_tokens=MAX_TOKENS, temperature=0.0)
+    assert reply.object == "text_completion"
+    assert isinstance(reply.choices[0].text, str) and reply.choices[0].text
+    assert 1 <= reply.usage.completion_tokens <= MAX_TOKENS
+
+
+def test_streamed_chat_yields_chunks_that_add_up(server, client):
+    model, _ = server
+    chunks = list(_chat(client, model, "Reverse: a b c", stream=True))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(deltas) >= 2
+    assert "".join(deltas) == _chat(client, model, "Reverse: a b c").choices[0].message.content
+    assert chunks[-1].usage.completion_tokens >= len(deltas)
+
+
+def test_models_lists_the_served_folder(server, client):
+    model, _ = server
+    assert model in [m.id for m in client.models.list().data]
+
+
+def test_malformed_requests_get_4xx_json_and_server_keeps_serving(server, client):
+    from llm_infer.serve import _post_raw
+
+    model, base_url = server
+    for name, endpoint, body in malformed_requests(model):
+        status, payload = _post_raw(f"{base_url}/v1/{endpoint}", body)
+        assert 400 <= status < 500, (name, status)
+        assert isinstance(payload, dict) and payload.get("detail"), (name, payload)
+    assert _chat(client, model, "What is 2 + 3?").choices[0].message.content
+
+
+def test_request_problem_names_the_bad_field():
+    ok = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
+    assert request_problem(ok, "chat") == ""
+    assert "messages" in request_problem({}, "chat")
+    assert "messages[0]" in request_problem({"messages": [{"content": "hi"}]}, "chat")
+    assert "max_tokens" in request_problem({**ok, "max_tokens": "4"}, "chat")
+    assert "max_tokens" in request_problem({**ok, "max_tokens": True}, "chat")
+    assert "temperature" in request_problem({**ok, "temperature": "hot"}, "chat")
+    assert "prompt" in request_problem({"prompt": ""}, "completion")
+    assert request_problem({"prompt": "hi", "max_tokens": 2}, "completion") == ""
+
+
+def test_load_test_writes_metrics_without_errors(chat_model, sft_data, tmp_path):
+    out = tmp_path / "serve.json"
+    cfg = ServeConfig(model=chat_model, data=sft_data, port=0, load_test_requests=8, load_test_clients=4,
+                      max_tokens=MAX_TOKENS, metrics=str(out))
+    assert run_serve(cfg) == out
+    m = json.loads(out.read_text())
+    assert (m["requests"], m["clients"], m["errors"]) == (8, 4, 0)
+    assert m["malformed_4xx"] == m["malformed_requests"] == len(malformed_requests(chat_model))
+    assert m["alive_after_malformed"] == 1
+    assert m["requests_per_s"] > 0 and 0 < m["latency_p50_s"] <= m["latency_p95_s"]
+    assert 8 <= m["completion_tokens"] <= 8 * MAX_TOKENS
+    assert m["startup_s"] > 0
+
+
+def test_startup_timeout_fails_clearly_and_stops_the_server(tiny_model, monkeypatch):
+    started = []
+    popen = serve.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(serve.subprocess, "Popen", recording_popen)
+    with pytest.raises(RuntimeError, match="did not answer"):
+        with running_server(ServeConfig(model=tiny_model, port=0, startup_timeout_s=0.5)):
+            pass
+    assert len(started) == 1 and started[0].poll() is not None
+
+
+def test_server_commands():
+    cfg = ServeConfig(model="models/m", port=9000, seed=3, continuous_batching=True)
+    vllm = serve.server_command(cfg, "vllm", 9000)
+    assert vllm[:5] == [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", "models/m"]
+    assert vllm[vllm.index("--port") + 1] == "9000" and vllm[vllm.index("--host") + 1] == "127.0.0.1"
+    assert vllm[vllm.index("--served-model-name") + 1] == "models/m" and "--seed" in vllm
+    hf = serve.server_command(cfg, "transformers", 9000)
+    assert hf[1:5] == ["-m", "llm_infer.serve", "serve", "models/m"] and "--continuous-batching" in hf
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="vllm serve needs a CUDA GPU")
+def test_vllm_load_test_on_gpu(chat_model, sft_data, tmp_path):
+    pytest.importorskip("vllm")
+    out = tmp_path / "serve.json"
+    run_serve(ServeConfig(model=chat_model, backend="vllm", data=sft_data, port=0, load_test_requests=8,
+                          load_test_clients=4, max_tokens=MAX_TOKENS, metrics=str(out)))
+    m = json.loads(out.read_text())
+    assert m["errors"] == 0 and m["malformed_4xx"] == m["malformed_requests"] and m["alive_after_malformed"] == 1
+
+
+@pytest.mark.skipif(find_spec("vllm") is not None, reason="vllm is installed here")
+def test_vllm_backend_without_vllm_exits_2(sft_data, tiny_model, capsys):
+    assert main(["serve", "--model", tiny_model, "--backend", "vllm", "--data", sft_data,
+                 "--load_test_requests", "4"]) == 2
+    assert "vllm is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--model", "/nonexistent/model"], "/nonexistent/model"),
+    (["--backend", "tgi"], "backend"),
+    (["--load_test_clients", "0"], "load_test_clients"),
+    (["--port", "70000"], "port"),
+])
+def test_bad_input_exits_2(flags, message, sft_data, capsys):
+    assert main(["serve", "--data", sft_data, "--load_test_requests", "4", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
