@@ -114,7 +114,7 @@ def _keep_training_columns(dataset):
 
 
 def run_sft(cfg: SFTConfig) -> Path:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, set_seed
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
@@ -123,6 +123,9 @@ def run_sft(cfg: SFTConfig) -> Path:
     data = _keep_training_columns(load_splits(cfg.data))
     conversational = "messages" in data["train"].column_names
     model = _load_model(cfg, name)
+    # SFTTrainer wraps the model with the LoRA adapters before Trainer seeds the RNG, so the adapters'
+    # random init (and with it the whole run) would differ between runs without this.
+    set_seed(cfg.seed)
     args = TrlSFTConfig(
         **cfg.trainer_args(f"{cfg.out}.ckpt"),
         save_strategy="no",
