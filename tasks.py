@@ -47,7 +47,7 @@ def _preset(name: str) -> dict:
 
 
 @task(help={"name": f"Learning path to run: {', '.join(PRESETS)}", "force": "Rerun every stage (dvc repro -f)"})
-def path(c, name="fast", force=False):
+def path(c, name="balanced", force=False):
     """Run a learning path end to end through DVC (only changed stages rerun), then print its report path."""
     preset = _preset(name)
     start = time.perf_counter()
