@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_data.io import atomic_dir, require_model_folder, write_metrics
 from llm_train.init import SIZES
 from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
@@ -155,10 +155,7 @@ def _require_teacher(name: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = require_local_or_hub(name, _PRODUCER.format(name))
-    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
-        raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json); "
-                                f"create it with `{_PRODUCER.format(name)}`")
+    name = require_model_folder(name, _PRODUCER.format(name))
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except OSError as e:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metrics
+from llm_data.io import atomic_dir, require_model_folder, weights_mb, write_metrics
 
 logger = logging.getLogger(__name__)
 METHODS = ("bnb-int8", "bnb-nf4")
@@ -78,14 +78,6 @@ class QuantizeConfig:
             raise ValueError("model must be a model folder or a hub id, got ''")
         if self.out and Path(self.out).expanduser().resolve() == Path(self.model).expanduser().resolve():
             raise ValueError(f"out must differ from model ({self.model}): the output folder is replaced")
-
-
-def _require_model(name: str) -> str:
-    """A local folder must hold a transformers model; anything else must look like a hub id."""
-    name = require_local_or_hub(name, _PRODUCER.format(name))
-    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
-        raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json)")
-    return name
 
 
 def _out_dir(cfg: QuantizeConfig, name: str) -> Path:
@@ -170,7 +162,7 @@ def run_quantize(cfg: QuantizeConfig) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    name = _require_model(cfg.model)
+    name = require_model_folder(cfg.model, _PRODUCER.format(cfg.model))
     out = _out_dir(cfg, name)
     tokenizer = _load_tokenizer(name)
     device_map = "cuda" if torch.cuda.is_available() else "cpu"

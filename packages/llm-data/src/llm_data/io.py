@@ -120,3 +120,13 @@ def require_local_or_hub(name: str, producer: str) -> str:
     if looks_local or len(path.parts) > 2:
         raise FileNotFoundError(f"{name}: no such folder (create it with `{producer}`)")
     return name
+
+
+def require_model_folder(name: str, producer: str) -> str:
+    """`require_local_or_hub`, and a local folder must hold a transformers model (config.json)."""
+    name = require_local_or_hub(name, producer)
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{name}: not a transformers model folder (no config.json); create it with `{producer}`"
+        )
+    return name

@@ -32,8 +32,18 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, write_metrics
 
-from llm_infer.kv_cache import parse_int_list, plain_log_labels
-from llm_infer.runtime import DTYPES, device_name, load_model, machine, require_model, timed, write_plot, write_table
+from llm_infer.runtime import (
+    DTYPES,
+    device_name,
+    load_model,
+    machine,
+    parse_int_list,
+    plain_log_labels,
+    require_model,
+    timed,
+    write_plot,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")

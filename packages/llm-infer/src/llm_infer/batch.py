@@ -30,9 +30,11 @@ from llm_infer.runtime import (
     DTYPES,
     device_name,
     encode,
+    eos_ids,
     load_model,
     load_prompts,
     machine,
+    parse_int_list,
     render,
     timed,
     write_plot,
@@ -83,11 +85,7 @@ class BatchConfig:
         unknown = [e for e in self.engine_list() if e not in ENGINES]
         if unknown or not self.engine_list():
             raise ValueError(f"engines: unknown {unknown or self.engines!r}; choose from: {', '.join(ENGINES)}")
-        sizes = self.batch_size_list()  # raises on non-integers
-        if not sizes:
-            raise ValueError("batch_sizes is empty; pass a comma list like 1,2,4,8,16")
-        if min(sizes) < 1:
-            raise ValueError(f"batch_sizes: every size must be >= 1, got {min(sizes)}")
+        sizes = self.batch_size_list()  # raises on non-integers, sizes < 1 and an empty list
         for name in ("n_prompts", "max_new_tokens", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -106,16 +104,7 @@ class BatchConfig:
         return [e.strip() for e in self.engines.split(",") if e.strip()]
 
     def batch_size_list(self) -> list[int]:
-        sizes = []
-        for item in (s.strip() for s in self.batch_sizes.split(",")):
-            if not item:
-                continue
-            try:
-                sizes.append(int(item))
-            except ValueError:
-                raise ValueError(f"batch_sizes: {item!r} is not an integer; pass a comma list like 1,2,4,8,16") \
-                    from None
-        return sorted(set(sizes))
+        return parse_int_list("batch_sizes", self.batch_sizes, example="1,2,4,8,16")
 
 
 def until_eos(tokens: list[int], eos: set[int]) -> list[int]:
@@ -124,12 +113,6 @@ def until_eos(tokens: list[int], eos: set[int]) -> list[int]:
         if token in eos:
             return tokens[:i + 1]
     return tokens
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    eos = tokenizer.eos_token_id if eos is None else eos
-    return set(eos) if isinstance(eos, list) else {eos}
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -305,7 +288,7 @@ def run_batch(cfg: BatchConfig) -> Path:
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
     rows = load_prompts(cfg.data, "test", categories=cfg.categories)
     prompts = [rows[i % len(rows)]["prompt"] for i in range(cfg.n_prompts)]
-    device, eos, pad_id = model.device.type, _eos_ids(model, tokenizer), tokenizer.pad_token_id
+    device, eos, pad_id = model.device.type, eos_ids(model, tokenizer), tokenizer.pad_token_id
     texts, templated = render(tokenizer, prompts)
     prompt_ids = [tokenizer(t, add_special_tokens=not templated)["input_ids"] for t in texts]
     logger.info("%d prompts, %d-%d tokens, on %s", len(prompts), min(map(len, prompt_ids)),

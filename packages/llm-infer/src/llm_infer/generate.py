@@ -24,7 +24,7 @@ from pathlib import Path
 
 from llm_data.io import write_metrics
 
-from llm_infer.runtime import encode, load_model, load_prompts, timed, write_table
+from llm_infer.runtime import encode, eos_ids, load_model, load_prompts, timed, write_table
 
 logger = logging.getLogger(__name__)
 STRATEGIES = (
@@ -116,13 +116,12 @@ def _decode_all(model, tokenizer, prompts: list[str], cfg: GenerateConfig, strat
     import torch
     from transformers import GenerationConfig
 
-    eos = model.generation_config.eos_token_id
-    eos = tokenizer.eos_token_id if eos is None else eos
+    eos = eos_ids(model, tokenizer)
     gen_config = GenerationConfig(
-        max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+        max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos),
         **cfg.generation_kwargs(strategy),
     )
-    stop_ids = {tokenizer.pad_token_id, *(eos if isinstance(eos, list) else [eos])}
+    stop_ids = {tokenizer.pad_token_id, *eos}
     torch.manual_seed(cfg.seed)
     replies = []
     for start in range(0, len(prompts), cfg.batch_size):

@@ -36,31 +36,24 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, write_metrics
 
-from llm_infer.runtime import device_name, encode, load_model, load_prompts, machine, timed, write_plot, write_table
+from llm_infer.runtime import (
+    device_name,
+    encode,
+    load_model,
+    load_prompts,
+    machine,
+    parse_int_list,
+    plain_log_labels,
+    timed,
+    write_plot,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 CACHES = ("none", "dynamic", "static", "quantized")
 QUANTIZED_BACKEND = "fp8"
 _COLUMNS = ("cache", "new_tokens", "batch_size", "status", "reason", "seconds", "tokens_per_s", "cache_mb",
             "peak_mb", "matches_no_cache", "token_agreement")
-
-
-def parse_int_list(name: str, text: str) -> list[int]:
-    """A comma list of positive ints, sorted and deduplicated; a bad item is a one-line error naming `name`."""
-    values = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        try:
-            value = int(item)
-        except ValueError:
-            raise ValueError(f"{name}: {item!r} is not an integer; pass a comma list like 32,64,128") from None
-        if value < 1:
-            raise ValueError(f"{name}: {value} must be >= 1")
-        values.append(value)
-    if not values:
-        raise ValueError(f"{name}: empty; pass a comma list of positive integers like 32,64,128")
-    return sorted(set(values))
 
 
 @dataclass
@@ -258,18 +251,6 @@ def _metrics(table: list[dict], cfg: KVCacheConfig, longest: int, prompt_len: in
             if cache in at:
                 metrics[key] = at[cache]["tokens_per_s"] / at["none"]["tokens_per_s"]
     return metrics
-
-
-def plain_log_labels(axis) -> None:
-    """Label a log axis with plain numbers (400, not 4 x 10^2), minor ticks only at 2x and 5x a power of 10."""
-    from matplotlib.ticker import FuncFormatter
-
-    def minor(value, _):
-        digit = round(value / 10 ** math.floor(math.log10(value) + 1e-9)) if value > 0 else 0
-        return f"{value:g}" if digit in (2, 5) else ""
-
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _draw(ax, table: list[dict], key: str, cfg: KVCacheConfig) -> None:

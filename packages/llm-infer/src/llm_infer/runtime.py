@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub
+from llm_data.io import atomic_dir, require_model_folder
 
 logger = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -42,10 +43,7 @@ def machine() -> str:
 
 def require_model(name: str) -> str:
     """A local folder must hold a transformers model (config.json); anything else must look like a hub id."""
-    name = require_local_or_hub(name, _PRODUCER.format(name))
-    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
-        raise FileNotFoundError(f"{name}: not a transformers model folder (no config.json)")
-    return name
+    return require_model_folder(name, _PRODUCER.format(name))
 
 
 def load_model(name: str, attn_implementation: str | None = None, dtype: str = "float32", device: str = ""):
@@ -83,6 +81,13 @@ def render(tokenizer, prompts: Sequence[str]) -> tuple[list[str], bool]:
     from llm_eval.run import render_prompts
 
     return render_prompts(tokenizer, list(prompts))
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    """The ids that end a reply: the model's generation config's, else the tokenizer's EOS."""
+    eos = model.generation_config.eos_token_id
+    eos = tokenizer.eos_token_id if eos is None else eos
+    return set(eos) if isinstance(eos, list) else {eos}
 
 
 def encode(tokenizer, prompts: Sequence[str], device: str):
@@ -146,7 +151,37 @@ def write_plot(path: str | Path, draw: Callable) -> None:
     tmp.replace(path)
 
 
+def parse_int_list(name: str, text: str, example: str = "32,64,128") -> list[int]:
+    """A comma list of positive ints, sorted and deduplicated; a bad item is a one-line error naming `name`."""
+    values = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise ValueError(f"{name}: {item!r} is not an integer; pass a comma list like {example}") from None
+        if value < 1:
+            raise ValueError(f"{name}: {value} must be >= 1")
+        values.append(value)
+    if not values:
+        raise ValueError(f"{name}: empty; pass a comma list of positive integers like {example}")
+    return sorted(set(values))
+
+
+def plain_log_labels(axis) -> None:
+    """Label a log axis with plain numbers (400, not 4 x 10^2), minor ticks only at 2x and 5x a power of 10."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(value, _):
+        digit = round(value / 10 ** math.floor(math.log10(value) + 1e-9)) if value > 0 else 0
+        return f"{value:g}" if digit in (2, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 __all__ = [
-    "DTYPES", "atomic_dir", "device_name", "encode", "load_model", "load_prompts", "machine", "render",
-    "require_model", "sync", "timed", "write_plot", "write_table",
+    "DTYPES", "atomic_dir", "device_name", "encode", "eos_ids", "load_model", "load_prompts", "machine",
+    "parse_int_list", "plain_log_labels", "render", "require_model", "sync", "timed", "write_plot", "write_table",
 ]
