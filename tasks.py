@@ -27,17 +27,21 @@ BENCH_NEEDS = ["distill@kd"]
 # The goals are judged on the runs named like BENCHES in llm_infer.benchmarks; the *_batch4 / *_long
 # runs show the same technique where the tiny model's per-step overhead matters less.
 BENCHES = {
-    "kv_cache": "llm-infer bench-kv --new_tokens 32,64,128,256 --batch_size 1 --repeats 2",
-    "kv_cache_batch4": "llm-infer bench-kv --new_tokens 32,64,128,256 --batch_size 4 --repeats 2",
+    "kv_cache": "llm-infer bench-kv --new_tokens 32,64,128,256 --batch_size 1 --repeats 3",
+    "kv_cache_batch4": "llm-infer bench-kv --new_tokens 32,64,128,256 --batch_size 4 --repeats 3",
     "attention": "llm-infer bench-attn --seq_lens 64,128,256,512,1024 --batch_size 4 --repeats 3",
     "speculative": "llm-infer speculative --draft models/student-kd --max_samples 24 --max_new_tokens 128",
-    "batch": "llm-infer batch --n_prompts 256 --batch_sizes 1,2,4,8,16,32 --max_new_tokens 32",
+    "batch": "llm-infer batch --n_prompts 256 --batch_sizes 1,2,4,8,16,32 --max_new_tokens 32 --repeats 3",
     "batch_long": "llm-infer batch --n_prompts 128 --batch_sizes 1,4,16 --categories summarization "
-    "--max_new_tokens 64",
+    "--max_new_tokens 64 --repeats 3",
     "serve": "llm-infer serve --port 0 --load_test_requests 64 --load_test_clients 16 --max_tokens 16",
 }
 # Commands with tables and plots also get --plots reports/bench/<name>.
 NO_PLOTS = {"serve"}
+# `invoke bench --only seeds`: the fast path's training and evaluation on these training seeds, queued
+# as DVC experiments (same data; `data.synth.seed` stays), then `llm-eval seeds` summarises the spread.
+SEEDS = (0, 1, 2)
+SEEDS_TARGET = "report_fast"
 
 
 def _preset(name: str) -> dict:
@@ -68,15 +72,34 @@ def report(c, name="fast"):
     c.run(f"dvc repro --single-item report_{name}")
 
 
-@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join(BENCHES)}"})
+def _seeds(c) -> None:
+    names = [f"seed-{s}" for s in SEEDS]
+    c.run(f"dvc exp remove {' '.join(names)}", warn=True, hide=True)  # a rerun replaces the last sweep
+    for seed, name in zip(SEEDS, names, strict=True):
+        c.run(f"dvc exp run --queue -S seed={seed} -n {name} {SEEDS_TARGET}")
+    c.run("dvc exp run --run-all --jobs 1")  # one at a time: two torch runs on 2 cores slow each other
+    c.run("mkdir -p reports/bench/seeds && dvc exp show --json > reports/bench/seeds/exps.json")
+    c.run(f"uv run llm-eval seeds --exps reports/bench/seeds/exps.json --experiments {','.join(names)} "
+          "--out reports/bench/seeds.json --md reports/bench/seeds.md")
+
+
+@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join([*BENCHES, 'seeds'])}"})
 def bench(c, only=""):
-    """Run the inference benchmarks alone on this machine (no other load!), then write docs/benchmarks.md."""
-    names = [n.strip() for n in only.split(",") if n.strip()] or list(BENCHES)
-    unknown = [n for n in names if n not in BENCHES]
+    """Run the benchmarks alone on this machine (no other load!), then write docs/benchmarks.md.
+
+    `seeds` reruns the fast path on several training seeds as queued DVC experiments
+    (`dvc exp show` / `dvc metrics diff` compare them afterwards); the others time llm-infer commands.
+    """
+    names = [n.strip() for n in only.split(",") if n.strip()] or [*BENCHES, "seeds"]
+    unknown = [n for n in names if n not in BENCHES and n != "seeds"]
     if unknown:
-        raise Exit(f"unknown benchmark {unknown}; valid: {', '.join(BENCHES)}", code=2)
-    c.run(f"dvc repro {' '.join(BENCH_NEEDS)}")
-    for name in names:
+        raise Exit(f"unknown benchmark {unknown}; valid: {', '.join([*BENCHES, 'seeds'])}", code=2)
+    if "seeds" in names:
+        _seeds(c)
+    infer = [n for n in names if n in BENCHES]
+    if infer:
+        c.run(f"dvc repro {' '.join(BENCH_NEEDS)}")
+    for name in infer:
         plots = "" if name in NO_PLOTS else f" --plots reports/bench/{name}"
         c.run(f"uv run {BENCHES[name]} --metrics reports/bench/{name}.json{plots}")
     c.run("uv run llm-infer bench-report --bench_dir reports/bench --out docs/benchmarks.md")

@@ -76,7 +76,8 @@ def _flag(cmd: str, name: str) -> list[str]:
 def test_report_stage_deps_match_its_rows_and_sections(stage):
     """DVC cannot derive deps from params, so the report stages list their inputs twice: keep them equal."""
     cmd, deps = DVC["stages"][stage]["cmd"], set(DVC["stages"][stage]["deps"])
-    expected = {f"reports/metrics/eval_{row}.json" for row in _flag(cmd, "models")}
+    rows = _flag(cmd, "models")
+    expected = {f"reports/metrics/eval_{row}.json" for row in rows} | {f"reports/items/eval_{row}" for row in rows}
     for section in _flag(cmd, "sections"):
         if SECTIONS[section].metrics:
             expected.add(f"reports/metrics/{SECTIONS[section].metrics}")

@@ -31,9 +31,34 @@ def _run(cmd: str, cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+# CI runs every stage of the balanced path, on less data and fewer epochs than the committed profile
+# (which takes ~15 min on 2 cores): the plumbing, caching and reports are what this test checks.
+REDUCED = {
+    ("data", "synth", "n_per_category"): 150,
+    ("data", "synth", "n_documents"): 600,
+    ("train", "pretrain", "epochs"): 2,
+    ("train", "sft", "full", "epochs"): 2,
+    ("train", "sft", "lora", "epochs"): 1,
+    ("train", "sft", "qlora", "epochs"): 1,
+    ("compress", "distill", "epochs"): 1,
+}
+
+
+def _reduce(params_file: Path) -> None:
+    params = yaml.safe_load(params_file.read_text())
+    for keys, value in REDUCED.items():
+        section = params
+        for key in keys[:-1]:
+            section = section[key]
+        assert keys[-1] in section, f"params.yaml has no {'.'.join(keys)}"
+        section[keys[-1]] = value
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory):
-    """The repository's files as git sees them (no data/, models/, venv), as a fresh git repo."""
+    """The repository's files as git sees them (no data/, models/, venv), as a fresh git repo, with
+    the reduced-size params."""
     dst = tmp_path_factory.mktemp("lab") / "llm-lab"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -46,6 +71,7 @@ def repo_copy(tmp_path_factory):
         if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dst / rel)
+    _reduce(dst / "params.yaml")
     _run("git init -q && git add -A && git -c user.email=ci@lab -c user.name=ci commit -qm init", dst)
     return dst
 
@@ -66,6 +92,14 @@ def test_path_writes_reports_and_metrics(repo_copy, path_run):
     sft = json.loads((repo_copy / "reports/metrics/eval_sft_full.json").read_text())["exact_match"]
     base = json.loads((repo_copy / "reports/metrics/eval_base.json").read_text())["exact_match"]
     assert sft > base  # fine-tuning on the tasks must beat the raw pre-trained model
+    # The report opens with its comparisons, each with an interval; the plumbing comes last.
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Findings" and headings[-1] == "## What ran"
+    assert "LoRA" in report.split("## Side by side")[0] and "[" in report.split("## Side by side")[0]
+    for row in ("sft_full", "sft_lora"):
+        items = repo_copy / "reports" / "items" / f"eval_{row}" / "answers.jsonl"
+        assert len(items.read_text().splitlines()) == json.loads(
+            (repo_copy / "reports/metrics" / f"eval_{row}.json").read_text())["n_samples"]
     assert "train_base" in _run("dvc metrics show", repo_copy)
     assert (repo_copy / "dvc.lock").is_file()
 

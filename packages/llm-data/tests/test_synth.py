@@ -99,3 +99,31 @@ def test_yaml_config_and_unknown_key(tmp_path, capsys):
 def test_unknown_command(capsys):
     assert main(["nope"]) == 2
     assert "synth" in capsys.readouterr().err
+
+
+def test_pretraining_text_quizzes_only_its_own_split(synth_dir):
+    """Question/answer lines (mixed training) in the pre-training text come from the same split's items,
+    so the train text never asks a held-out question."""
+    train_text = " ".join(r["text"] for r in _read(synth_dir / "pretrain" / "train.jsonl"))
+    asked = {q.split(" Answer: ")[0] for q in train_text.split("Question: ")[1:]}
+    assert asked, "the pre-training text has no question/answer lines"
+    held_out = {r["prompt"] for s in ("validation", "test") for r in _read(synth_dir / "sft" / f"{s}.jsonl")}
+    train = {r["prompt"] for r in _read(synth_dir / "sft" / "train.jsonl")}
+    assert not asked & held_out
+    assert asked <= train
+
+
+def test_pretraining_text_teaches_copying(synth_dir):
+    text = " ".join(r["text"] for r in _read(synth_dir / "pretrain" / "train.jsonl"))
+    for marker in ("Backwards: ", "In short: ", "Again: "):
+        assert marker in text
+
+
+def test_more_items_than_exist_stops_at_what_exists():
+    data = build(SynthConfig(n_per_category=5000, n_documents=10, n_countries=4, max_operand=3))
+    counts = {}
+    for split in data["sft"].values():
+        for row in split:
+            counts[row["category"]] = counts.get(row["category"], 0) + 1
+    assert counts["summarization"] == 14 * 10 * 8  # names x jobs x hobbies: every distinct lead sentence
+    assert counts["arithmetic"] == 16 + 10  # 0..3: 16 sums and 10 differences

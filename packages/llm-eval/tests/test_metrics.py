@@ -38,6 +38,10 @@ def test_rouge_loads_offline_and_scores_lcs(no_network):
     # Word order matters for ROUGE-L but not ROUGE-1; the corpus score is the mean over pairs.
     swapped = rouge.compute(predictions=["b a", "x"], references=["a b", "y"])
     assert swapped == pytest.approx({"rouge1": 0.5, "rouge2": 0.0, "rougeL": 0.25})
+    # use_aggregator=False: each pair's F-measure, whose mean is the corpus score (what run bootstraps).
+    per_pair = rouge.compute(predictions=["b a", "x"], references=["a b", "y"], rouge_types=["rougeL"],
+                             use_aggregator=False)
+    assert per_pair == {"rougeL": pytest.approx([0.5, 0.0])}
 
 
 def test_bleu_loads_offline_and_matches_sacrebleu(no_network):

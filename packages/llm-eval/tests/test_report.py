@@ -3,6 +3,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
 
 import pytest  # noqa: E402
 from llm_eval.cli import main  # noqa: E402
@@ -26,19 +28,51 @@ TRAIN = {  # name: (trainable_params, total_params, train_seconds, size_mb)
 }
 
 
+N_ITEMS, N_WINDOWS, WINDOW = 100, 20, 50
+
+
 def _write(path, data):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
 
 
+def _with_interval(key, value, half):
+    return {key: value, f"{key}_lo": value - half, f"{key}_hi": value + half}
+
+
+def _write_items(items_dir, name, em, ppl, seed, prompts=None):
+    """Per-item results that reproduce `em` and `ppl` exactly: prompt i is right iff i < em (so better models
+    get a superset right), and each window's NLL is the model's mean plus noise that sums to zero."""
+    folder = items_dir / f"eval_{name}"
+    folder.mkdir(parents=True)
+    prompts = prompts or [f"question {i}?" for i in range(N_ITEMS)]
+    with open(folder / "answers.jsonl", "w") as f:
+        for i, prompt in enumerate(prompts):
+            f.write(json.dumps({"prompt": prompt, "answer": "a", "prediction": "a" if i < em else "b",
+                                "correct": i < em, "rougeL": None, "bleu": None}) + "\n")
+    rng = random.Random(seed)
+    noise = [rng.gauss(0.0, 5.0) for _ in range(N_WINDOWS)]
+    noise = [x - sum(noise) / N_WINDOWS for x in noise]
+    with open(folder / "perplexity.jsonl", "w") as f:
+        for i, x in enumerate(noise):
+            difficulty = 10.0 * (i - (N_WINDOWS - 1) / 2)  # shared by every model: cancels when paired
+            f.write(json.dumps({"nll": WINDOW * math.log(ppl) + difficulty + x, "tokens": WINDOW}) + "\n")
+
+
 @pytest.fixture
 def reports(tmp_path):
     metrics, plots = tmp_path / "reports" / "metrics", tmp_path / "reports" / "plots"
-    for name, (em, ppl, rouge, bleu, mem) in EVAL.items():
+    for seed, (name, (em, ppl, rouge, bleu, mem)) in enumerate(EVAL.items()):
         per_cat = {f"exact_match_{c}": min(100.0, em + 10 * i) for c, i in CATS.items()}
-        _write(metrics / f"eval_{name}.json", {
-            "exact_match": em, **per_cat, "perplexity": ppl, "rougeL": rouge, "bleu": bleu, "memory_mb": mem,
-            "eval_seconds": 1.5, "n_samples": 60})
+        scores = {"exact_match": em, **per_cat, "perplexity": ppl, "rougeL": rouge, "bleu": bleu}
+        if name != "nf4":  # nf4's metrics carry no intervals: its cells show just the value
+            scores = {}
+            for key, value in {"exact_match": em, **per_cat, "rougeL": rouge, "bleu": bleu}.items():
+                scores.update(_with_interval(key, value, 5.0))
+            scores.update(_with_interval("perplexity", ppl, 0.25))
+        _write(metrics / f"eval_{name}.json", {**scores, "memory_mb": mem, "eval_seconds": 1.5,
+                                               "n_samples": N_ITEMS})
+        _write_items(tmp_path / "reports" / "items", name, em, ppl, seed)
     for name, (trainable, total, seconds, size) in TRAIN.items():
         _write(metrics / f"train_{name}.json", {
             "train_seconds": seconds, "train_loss": 1.0, "eval_loss": 1.1, "trainable_params": trainable,
@@ -54,32 +88,67 @@ def reports(tmp_path):
 
 
 def _cfg(reports, **kwargs):
-    return ReportConfig(preset="fast", metrics_dir=str(reports / "metrics"), plots_dir=str(reports / "plots"),
-                        out_dir=str(reports), **kwargs)
+    return ReportConfig(preset="fast", metrics_dir=str(reports / "metrics"), items_dir=str(reports / "items"),
+                        plots_dir=str(reports / "plots"), out_dir=str(reports), **kwargs)
+
+
+def _args(reports, *extra):
+    return ["report", "--preset", "fast", "--metrics_dir", str(reports / "metrics"), "--items_dir",
+            str(reports / "items"), "--plots_dir", str(reports / "plots"), "--out_dir", str(reports), *extra]
+
+
+def _goal_rows(md):
+    """goal label -> (value cell, target, verdict) from the Markdown goals table."""
+    rows = [line.strip("| ").split(" | ") for line in md.splitlines() if line.startswith("| ")]
+    return {r[0]: tuple(r[1:]) for r in rows if len(r) == 4 and r[0] != "goal"}
+
+
+def _interval(cell):
+    """'6.00 [2.00, 11.00]' -> (6.0, 2.0, 11.0)."""
+    value, rest = cell.split(" [")
+    lo, hi = rest.rstrip("]").split(", ")
+    return float(value), float(lo), float(hi)
 
 
 def test_report_tables_goals_and_plots(reports):
     md_path = run_report(_cfg(reports))
     assert md_path == reports / "fast.md"
     md = md_path.read_text()
-    # One side-by-side table joining eval_, train_ and quantize_ metrics by name, "—" where missing.
+    # One side-by-side table joining eval_, train_ and quantize_ metrics by name, "—" where missing; every
+    # score with its interval from the metrics' _lo/_hi keys, just the value where they are absent (nf4).
     assert ("| model | exact match | perplexity | ROUGE-L | BLEU | trainable params | train time (s) "
             "| size on disk (MB) | memory (MB) |") in md
-    assert "| sft_full | 80.0 | 6.00 | 70.0 | 40.0 | 1,000,000 | 60.0 | 3.80 | 4.00 |" in md
-    assert "| sft_lora | 74.0 | 6.20 | 65.0 | 35.0 | 20,000 (1.96%) | 40.0 | 0.08 | 4.10 |" in md
+    assert ("| sft_full | 80.0 [75.0, 85.0] | 6.00 [5.75, 6.25] | 70.0 [65.0, 75.0] | 40.0 [35.0, 45.0] "
+            "| 1,000,000 | 60.0 | 3.80 | 4.00 |") in md
+    assert ("| sft_lora | 74.0 [69.0, 79.0] | 6.20 [5.95, 6.45] | 65.0 [60.0, 70.0] | 35.0 [30.0, 40.0] "
+            "| 20,000 (1.96%) | 40.0 | 0.08 | 4.10 |") in md
     assert "| nf4 | 70.0 | 7.00 | 66.0 | 36.0 | — | — | 0.90 | 1.60 |" in md
     assert md.index("| base |") < md.index("| sft_full |") < md.index("| int8 |") < md.index("| nf4 |")
-    # Per-category exact match.
-    assert "| model | arithmetic | facts |" in md and "| base | 5.0 | 15.0 |" in md
-    # Goals, each with its number and verdict.
-    assert "| full SFT exact match minus base (points) | 75.00 | >= 40 points | met |" in md
-    assert "| LoRA exact-match gap to full SFT (points) | 6.00 | <= 10 points | met |" in md
-    assert "| QLoRA exact-match gap to full SFT (points) | 20.00 | <= 15 points | missed |" in md
-    assert "| LoRA trainable parameters (%) | 1.96 | < 5% | met |" in md
-    assert "| nf4 memory reduction vs sft_full fp32 (x) | 2.50 | >= 2x | met |" in md
-    assert "| int8 memory reduction vs sft_full fp32 (x) | 1.60 | no goal | info |" in md
-    assert "| nf4 perplexity change vs sft_full (%) | 16.67 | <= 10% | missed |" in md
-    assert "| int8 perplexity change vs sft_full (%) | 1.67 | <= 10% | met |" in md
+    # Per-category exact match: exact_match_lo / _hi are intervals, not categories.
+    assert "| model | arithmetic | facts |" in md and "| base | 5.0 [0.0, 10.0] | 15.0 [10.0, 20.0] |" in md
+    assert "| nf4 | 70.0 | 80.0 |" in md
+    # Goals: differences between models carry their paired interval; the verdict is on the point estimate
+    # and says so when the interval straddles the target.
+    goal = _goal_rows(md)
+    for label, (target, limit) in {"full SFT exact match minus base (points)": (">= 40 points", 40),
+                                   "LoRA exact-match gap to full SFT (points)": ("<= 10 points", 10),
+                                   "QLoRA exact-match gap to full SFT (points)": ("<= 15 points", 15),
+                                   "nf4 perplexity change vs sft_full (%)": ("<= 10%", 10),
+                                   "int8 perplexity change vs sft_full (%)": ("<= 10%", 10)}.items():
+        value, lo, hi = _interval(goal[label][0])
+        assert lo <= value <= hi and goal[label][1] == target, label
+        met = value >= limit if target.startswith(">=") else value <= limit
+        crosses = lo <= limit <= hi
+        assert goal[label][2] == ("met" if met else "missed") + (" (interval crosses the target)" if crosses else "")
+    assert _interval(goal["full SFT exact match minus base (points)"][0])[0] == 75.0
+    assert goal["full SFT exact match minus base (points)"][2] == "met"  # 75 points, far from 40
+    assert _interval(goal["LoRA exact-match gap to full SFT (points)"][0])[0] == 6.0
+    assert goal["QLoRA exact-match gap to full SFT (points)"][2].startswith("missed")
+    assert _interval(goal["nf4 perplexity change vs sft_full (%)"][0])[0] == pytest.approx(16.67, abs=0.01)
+    assert _interval(goal["int8 perplexity change vs sft_full (%)"][0])[0] == pytest.approx(1.67, abs=0.01)
+    assert goal["LoRA trainable parameters (%)"] == ("1.96", "< 5%", "met")
+    assert goal["nf4 memory reduction vs sft_full fp32 (x)"] == ("2.50", ">= 2x", "met")
+    assert goal["int8 memory reduction vs sft_full fp32 (x)"] == ("1.60", "no goal", "info")
     # A paragraph per technique, naming its paper.
     papers = [("sft_lora", "arXiv:2106.09685"), ("sft_qlora", "arXiv:2305.14314"),
               ("int8", "arXiv:2208.07339"), ("nf4", "arXiv:2305.14314"),
@@ -93,27 +162,109 @@ def test_report_tables_goals_and_plots(reports):
     assert "![Training and held-out loss per run](fast/loss_curves.png)" in md
     page = (reports / "fast.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3 and "fast/loss_curves.png" not in page
-    assert "<td>sft_lora</td><td>74.0</td>" in page and "<td>missed</td>" in page
+    assert "<td>sft_lora</td><td>74.0 [69.0, 79.0]</td>" in page and "<td>met</td>" in page
     assert not list(reports.glob(".*tmp*"))  # no temp files left behind
+
+
+def _findings(md):
+    section = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    return [line[2:] for line in section.splitlines() if line.startswith("- ")]
+
+
+def test_findings_come_first_paired_with_intervals(reports):
+    md = run_report(_cfg(reports)).read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Findings" and headings[-1] == "## What ran"
+    assert "95% bootstrap interval" in md.split("## Side by side")[0]
+    lines = _findings(md)
+    assert [line.split(":")[0] for line in lines] == [
+        "Supervised fine-tuning, exact match", "LoRA, exact match", "QLoRA, exact match",
+        "int8 quantization, exact match", "int8 quantization, perplexity change",
+        "nf4 quantization, exact match", "nf4 quantization, perplexity change"]
+    # Items are nested (a better model gets a superset right), so every paired difference is one-signed.
+    assert lines[0].startswith("Supervised fine-tuning, exact match: sft_full vs base: +75.0 [")
+    assert lines[0].endswith("points, sft_full is better")
+    assert lines[1].startswith("LoRA, exact match: sft_lora vs sft_full: -6.0 [") and lines[1].endswith(
+        "sft_full is better")
+    # int8 loses one prompt of 100: the interval reaches 0, so no winner is named.
+    assert lines[3].startswith("int8 quantization, exact match: int8 vs sft_full: -1.0 [")
+    assert lines[3].endswith(", within noise")
+    # Perplexity: lower is better; +1.7% within window-to-window noise, +16.7% is not.
+    assert lines[4].startswith("int8 quantization, perplexity change: int8 vs sft_full: +1.7 [")
+    assert lines[4].endswith("%, within noise")
+    assert lines[6].startswith("nf4 quantization, perplexity change: nf4 vs sft_full: +16.7 [")
+    assert lines[6].endswith("%, sft_full is better")
+    # Reproducible: the bootstrap is seeded.
+    assert run_report(_cfg(reports)).read_text() == md
+
+
+def test_paired_interval_is_narrower_than_the_cells(reports):
+    """sft_full vs int8 differ on one prompt: the paired interval is far tighter than either model's own."""
+    md = run_report(_cfg(reports)).read_text()
+    line = next(line for line in _findings(md) if line.startswith("int8 quantization, exact match"))
+    lo, hi = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
+    assert hi - lo < 5.0  # each model's own interval in the table is 10 points wide
 
 
 def test_report_subset_and_missing_optional_metrics(reports):
     (reports / "metrics" / "train_sft_lora.json").unlink()
     md = run_report(_cfg(reports, models="sft_full,sft_lora")).read_text()
-    assert "| sft_lora | 74.0 | 6.20 | 65.0 | 35.0 | — | — | — | 4.10 |" in md
+    assert "| sft_lora | 74.0 [69.0, 79.0] | 6.20 [5.95, 6.45] | 65.0 [60.0, 70.0] | 35.0 [30.0, 40.0] " \
+           "| — | — | — | 4.10 |" in md
     assert "| LoRA trainable parameters (%) | — | < 5% | not measured |" in md
     assert "| base |" not in md and "full SFT exact match minus base" not in md
+    assert [line.split(":")[0] for line in _findings(md)] == ["LoRA, exact match"]
+
+
+def test_quantized_rows_compare_to_a_reference_outside_the_table(reports):
+    md = run_report(_cfg(reports, models="int8")).read_text()
+    assert [line.split(":")[0] for line in _findings(md)] == [
+        "int8 quantization, exact match", "int8 quantization, perplexity change"]
+    assert _interval(_goal_rows(md)["int8 perplexity change vs sft_full (%)"][0])[0] == pytest.approx(1.67, abs=0.01)
 
 
 def test_missing_eval_metrics_exit_2_and_write_nothing(reports, capsys):
     (reports / "metrics" / "eval_nf4.json").unlink()
-    code = main(["report", "--preset", "fast", "--metrics_dir", str(reports / "metrics"),
-                 "--plots_dir", str(reports / "plots"), "--out_dir", str(reports)])
+    code = main(_args(reports))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert str(reports / "metrics" / "eval_nf4.json") in err and "llm-eval run --name nf4" in err
     assert not (reports / "fast.md").exists() and not (reports / "fast.html").exists()
     assert not (reports / "fast").exists()
+
+
+@pytest.mark.parametrize("file", ["answers.jsonl", "perplexity.jsonl"])
+def test_missing_items_exit_2_and_name_the_fix(reports, capsys, file):
+    (reports / "items" / "eval_sft_lora" / file).unlink()
+    assert main(_args(reports)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(reports / "items" / "eval_sft_lora" / file) in err
+    assert "dvc repro eval@sft_lora" in err and "--items" in err
+    assert not (reports / "fast.md").exists()
+
+
+def test_mismatched_prompts_are_a_one_line_error(reports, capsys):
+    other = [f"question {i}?" for i in range(N_ITEMS)]
+    other[3], other[4] = other[4], other[3]  # same prompts, another order: not a paired comparison
+    (reports / "items" / "eval_sft_lora" / "answers.jsonl").unlink()
+    (reports / "items" / "eval_sft_lora" / "perplexity.jsonl").unlink()
+    (reports / "items" / "eval_sft_lora").rmdir()
+    _write_items(reports / "items", "sft_lora", 74.0, 6.2, 0, prompts=other)
+    assert main(_args(reports)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not the same test prompts" in err
+    assert str(reports / "items" / "eval_sft_lora" / "answers.jsonl") in err
+    assert str(reports / "items" / "eval_sft_full" / "answers.jsonl") in err
+    assert not (reports / "fast.md").exists()
+
+
+def test_mismatched_perplexity_windows_are_a_one_line_error(reports, capsys):
+    path = reports / "items" / "eval_nf4" / "perplexity.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # one window fewer
+    assert main(_args(reports, "--models", "sft_full,nf4")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not the same text windows" in err
+    assert str(path) in err and str(reports / "items" / "eval_sft_full" / "perplexity.jsonl") in err
 
 
 def test_config_validation():
@@ -149,8 +300,9 @@ def balanced(reports):
     (plots / "infer_kv_cache").mkdir(parents=True)
     (plots / "infer_kv_cache" / "kv_cache.csv").write_text("cache,new_tokens,tokens_per_s\nnone,256,100.5\n")
     (plots / "infer_kv_cache" / "kv_cache_tokens_per_s.png").write_bytes(PNG)
-    for name, em, params in (("student_kd", 60.0, 500_000), ("student_sft", 50.0, 500_000)):
-        _write(metrics / f"eval_{name}.json", {"exact_match": em, "perplexity": 9.0})
+    for seed, (name, em, params) in enumerate((("student_kd", 60.0, 500_000), ("student_sft", 50.0, 500_000))):
+        _write(metrics / f"eval_{name}.json", {**_with_interval("exact_match", em, 9.5), "perplexity": 9.0})
+        _write_items(reports / "items", name, em, 9.0, 10 + seed)
         _write(metrics / f"train_{name}.json", {"teacher_parameters": 1_000_000, "student_parameters": params,
                                                 "parameter_ratio": 2.0, "train_seconds": 30.0})
     return reports
@@ -164,8 +316,18 @@ def test_balanced_sections(balanced):
     for title in ("Knowledge distillation", "Decoding strategies", "KV cache", "Attention implementations",
                   "Speculative decoding", "Batching", "Serving"):
         assert f"## {title}" in md
-    # Distillation: 60 / 80 = 75% of the teacher, +10 points over the control.
-    assert "75.0% of the teacher" in md and "gains 10.0 points" in md
+    # Distillation: 60 / 80 = 75% of the teacher; +10 points over the control on the paired difference
+    # (student_kd gets a superset of student_sft's prompts right), so the interval excludes 0.
+    assert "75.0% of the teacher" in md
+    assert "distillation moves exact match by +10.0 [" in md and "points over the control: a real gain" in md
+    assert "| student_kd (distilled) | 500,000 | 60.0 [50.5, 69.5] | 75.0 |" in md
+    assert "| sft_full (teacher) | 1,000,000 | 80.0 [75.0, 85.0] | 100.0 |" in md
+    # The report and the distill section state the same comparison: it is listed once, last of the report's.
+    findings = _findings(md)
+    distill = [line for line in findings if line.startswith("Distillation, exact match: student_kd vs student_sft")]
+    assert len(distill) == 1 and distill[0].endswith("student_kd is better")
+    assert md.index("## Findings") < md.index("## Side by side") < md.index("## Knowledge distillation")
+    assert [line for line in md.splitlines() if line.startswith("## ")][-1] == "## What ran"
     # Goals: KV 6x >= 5 met; prompt lookup changed outputs, so its speedup counts as 0 (missed).
     assert "| KV cache speedup over no cache at 256 new tokens (x) | 6.00 | >= 5 | met |" in md
     assert "| prompt_lookup speedup over greedy at identical output (x) | 0.00 | >= 1.5 | missed |" in md
@@ -178,12 +340,27 @@ def test_balanced_sections(balanced):
 def test_missing_section_input_names_the_stage(balanced, capsys):
     (balanced / "metrics" / "infer_batch.json").unlink()
     args = ["report", "--preset", "balanced", "--models", "sft_full", "--sections", "batch",
-            "--metrics_dir", str(balanced / "metrics"), "--plots_dir", str(balanced / "plots"),
-            "--out_dir", str(balanced)]
+            "--metrics_dir", str(balanced / "metrics"), "--items_dir", str(balanced / "items"),
+            "--plots_dir", str(balanced / "plots"), "--out_dir", str(balanced)]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "infer_batch.json" in err and "dvc repro infer_batch" in err
     assert not (balanced / "balanced.md").exists()
+
+
+def test_distillation_within_noise_names_no_winner(balanced):
+    """student_kd right on one prompt more than the control: +1 point, an interval that reaches 0."""
+    for name in ("student_kd", "student_sft"):
+        for file in ("answers.jsonl", "perplexity.jsonl"):
+            (balanced / "items" / f"eval_{name}" / file).unlink()
+        (balanced / "items" / f"eval_{name}").rmdir()
+    _write_items(balanced / "items", "student_kd", 51.0, 9.0, 10)
+    _write_items(balanced / "items", "student_sft", 50.0, 9.0, 11)
+    md = run_report(_cfg(balanced, models="sft_full", sections="distill")).read_text()
+    assert "distillation moves exact match by +1.0 [+0.0, +3.0] points over the control: within noise" in md
+    (line,) = _findings(md)  # the section's comparison, though the students are not rows of the table
+    assert line == "Distillation, exact match: student_kd vs student_sft: +1.0 [+0.0, +3.0] points, within noise"
+    assert "| distillation gain over the SFT control (points) | 1.00 [0.00, 3.00] | no goal | info |" in md
 
 
 def test_unknown_section_exits_2(reports, capsys):

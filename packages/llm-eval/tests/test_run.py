@@ -11,8 +11,12 @@ from llm_eval.cli import main  # noqa: E402
 from llm_eval.run import EvalConfig, run_eval  # noqa: E402
 
 CATEGORIES = ("arithmetic", "facts", "string", "summarization", "translation")
-KEYS = {"exact_match", "perplexity", "rougeL", "bleu", "memory_mb", "eval_seconds", "n_samples"} | {
-    f"exact_match_{c}" for c in CATEGORIES
+SCORES = {"exact_match", "perplexity", "rougeL", "bleu"} | {f"exact_match_{c}" for c in CATEGORIES}
+# Intervals need two items: summarization and translation have one prompt each, and both perplexity texts
+# fit in one window of the tiny model.
+WITH_INTERVAL = SCORES - {"exact_match_summarization", "exact_match_translation", "perplexity"}
+KEYS = SCORES | {"memory_mb", "eval_seconds", "n_samples"} | {
+    f"{k}_{end}" for k in WITH_INTERVAL for end in ("lo", "hi")
 }
 
 
@@ -41,17 +45,25 @@ def test_metrics_file_keys_and_ranges(base_metrics):
     assert all(isinstance(v, int | float) for v in m.values())
     for key in KEYS - {"perplexity", "memory_mb", "eval_seconds", "n_samples"}:
         assert 0.0 <= m[key] <= 100.0, key
+    for key in WITH_INTERVAL:
+        assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"], key
     assert m["n_samples"] == 9 and isinstance(m["n_samples"], int)
     assert m["perplexity"] > 1.0 and m["memory_mb"] > 0 and m["eval_seconds"] > 0
 
 
-def test_exact_match_normalisation_and_categories(paris_model, data, tmp_path):
-    """A model that always says "Paris." is right exactly where the normalised answer is "paris"."""
+def test_exact_match_normalisation_categories_and_items(paris_model, data, tmp_path):
+    """A model that always says "Paris." is right exactly where the normalised answer is "paris"; --items
+    writes what the report bootstraps, one row per prompt and per text window."""
     sft, pretrain = data
-    out, preds = tmp_path / "metrics" / "eval_paris.json", tmp_path / "preds.jsonl"
+    # Enough text for several 128-token windows, so perplexity gets an interval too.
+    texts = [json.loads(line)["text"] for line in (pretrain / "test.jsonl").read_text().splitlines()]
+    pretrain = tmp_path / "pretrain"
+    pretrain.mkdir()
+    (pretrain / "test.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts * 12))
+    out, items = tmp_path / "metrics" / "eval_paris.json", tmp_path / "items" / "eval_paris"
     code = main(["run", "--model", str(paris_model), "--name", "paris", "--data", str(sft),
                  "--text", str(pretrain), "--max_new_tokens", "6", "--batch_size", "4", "--out", str(out),
-                 "--predictions", str(preds)])
+                 "--items", str(items)])
     assert code == 0
     m = json.loads(out.read_text())
     assert m["exact_match_facts"] == 100.0  # "Paris", "paris.", "  PARIS  "
@@ -61,22 +73,58 @@ def test_exact_match_normalisation_and_categories(paris_model, data, tmp_path):
     assert m["exact_match"] == pytest.approx(100 * 5 / 9, abs=1e-4)
     # ROUGE-L over the two free-text rows: "Paris." vs "Paris." (1.0) and vs "fimi lopo" (0.0).
     assert m["rougeL"] == pytest.approx(50.0)
-    records = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert len(records) == 9 and {r["prediction"] for r in records} == {"Paris."}
+    # Every score with an interval has lo <= value <= hi; all-right or all-wrong categories have no spread.
+    for key in [k for k in m if f"{k}_lo" in m]:
+        assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"], key
+    assert {"perplexity_lo", "exact_match_lo", "rougeL_lo", "bleu_lo"} <= m.keys()
+    assert m["exact_match_facts_lo"] == m["exact_match_facts_hi"] == 100.0
+    assert m["rougeL_lo"] == 0.0 and m["rougeL_hi"] == 100.0  # two items, one 0 and one 100
+
+    assert sorted(p.name for p in items.iterdir()) == ["answers.jsonl", "perplexity.jsonl"]
+    records = [json.loads(line) for line in (items / "answers.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in records] == [json.loads(line)["prompt"] for line in
+                                              (sft / "test.jsonl").read_text().splitlines()]
+    assert {r["prediction"] for r in records} == {"Paris."}
     assert [r["correct"] for r in records] == [True, True, True, False, False, True, False, True, False]
-    assert set(records[0]) == {"prompt", "prediction", "answer", "correct", "category"}
+    assert set(records[0]) == {"prompt", "category", "answer", "prediction", "correct", "rougeL", "bleu"}
+    assert [r["rougeL"] for r in records] == [None] * 7 + [100.0, 0.0]
+    assert records[0]["bleu"] is None and len(records[7]["bleu"]) == 10  # sys_len, ref_len, 4 + 4 n-gram counts
+    windows = [json.loads(line) for line in (items / "perplexity.jsonl").read_text().splitlines()]
+    assert len(windows) > 2 and all(w["tokens"] == 127 for w in windows[:-1])  # 128-token windows
+    total = sum(w["nll"] for w in windows) / sum(w["tokens"] for w in windows)
+    assert m["perplexity"] == pytest.approx(math.exp(total), rel=1e-5)
 
 
 def test_text_overlap_scores_free_text_rows_only():
     rows = [{"prompt": "p", "answer": "x", "completion": "the red lamp is on", "category": "translation"},
             {"prompt": "p", "answer": "7", "completion": "7", "category": "arithmetic"}]
-    scores = run.text_overlap(rows, ["the red lamp is on", "wrong"])
-    assert scores == pytest.approx({"rougeL": 100.0, "bleu": 100.0})
+    scores, per_row = run.text_overlap(rows, ["the red lamp is on", "wrong"])
+    assert scores == pytest.approx({"rougeL": 100.0, "bleu": 100.0})  # one item: no interval
+    assert per_row[0]["rougeL"] == pytest.approx(100.0) and per_row[1] == {"rougeL": None, "bleu": None}
     # Without a category column (hub data) every row counts.
     hub = [{"prompt": "p", "answer": "a b c d", "completion": "a b c d"},
            {"prompt": "q", "answer": "z", "completion": "z"}]
-    assert run.text_overlap(hub, ["a b c d", "y"])["rougeL"] == pytest.approx(50.0)
-    assert run.text_overlap(rows[1:], ["7"]) == {}
+    scores, per_row = run.text_overlap(hub, ["a b c d", "y"])
+    assert scores["rougeL"] == pytest.approx(50.0) and (scores["rougeL_lo"], scores["rougeL_hi"]) == (0.0, 100.0)
+    assert [r["rougeL"] for r in per_row] == pytest.approx([100.0, 0.0])
+    assert run.text_overlap(rows[1:], ["7"]) == ({}, [{"rougeL": None, "bleu": None}])
+
+
+def test_text_overlap_point_estimates_are_the_corpus_scores():
+    """Per-item scores aggregate to exactly what the shipped ROUGE and BLEU modules give the whole set."""
+    import evaluate
+
+    refs = ["the cat sat on the mat", "the dog ran in the park", "the red lamp", "one two three four six"]
+    preds = ["the cat sat on a mat today", "a dog ran in the big park", "red lamp", "one two three four five"]
+    rows = [{"prompt": "p", "answer": r, "completion": r} for r in refs]
+    scores, _ = run.text_overlap(rows, preds, seed=3)
+    rouge = evaluate.load(str(run.METRICS_DIR / "rouge"), keep_in_memory=True)
+    bleu = evaluate.load(str(run.METRICS_DIR / "bleu"), keep_in_memory=True)
+    rouge_l = rouge.compute(predictions=preds, references=refs, rouge_types=["rougeL"])["rougeL"]
+    assert scores["rougeL"] == pytest.approx(100 * rouge_l)
+    assert scores["bleu"] == pytest.approx(bleu.compute(predictions=preds, references=refs)["score"])
+    assert scores["bleu_lo"] < scores["bleu"] < scores["bleu_hi"]
+    assert run.text_overlap(rows, preds, seed=3)[0] == scores  # seeded
 
 
 def test_perplexity_equals_exp_of_the_loss(base_model, data, base_metrics):
@@ -113,6 +161,10 @@ def test_perplexity_windows_and_padding_count_tokens(base_model):
             nll += model(input_ids=w, labels=w).loss.item() * (w.shape[1] - 1)
             count += w.shape[1] - 1
     assert run.perplexity(model, tok, texts, batch_size=1) == pytest.approx(math.exp(nll / count), rel=1e-5)
+    # Per window (what the bootstrap resamples): every window but the padded last one predicts 7 tokens.
+    windows = run.window_nll(model, tok, texts, batch_size=4)
+    assert [t for _, t in windows] == [7] * (len(stream) // 8) + [len(stream) % 8 - 1]
+    assert sum(n for n, _ in windows) == pytest.approx(nll, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +222,9 @@ def test_hub_shaped_rows_without_answer_or_category(tmp_path):
     (hub / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = run.load_rows(str(hub), "test")
     assert [r["answer"] for r in loaded] == ["hi there", "one two"]
-    assert run.exact_match(loaded, ["Hi  there.", "three"])[0] == {"exact_match": 50.0}
-    assert run.text_overlap(loaded, ["hi there", "zero"])["rougeL"] == pytest.approx(50.0)
+    assert run.exact_match(loaded, ["Hi  there.", "three"])[0] == {
+        "exact_match": 50.0, "exact_match_lo": 0.0, "exact_match_hi": 100.0}
+    assert run.text_overlap(loaded, ["hi there", "zero"])[0]["rougeL"] == pytest.approx(50.0)
     assert run.load_rows(str(hub), "test", max_samples=1) == loaded[:1]
 
 

@@ -12,7 +12,7 @@ from llm_infer.cli import main
 @pytest.fixture(scope="module")
 def result(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("attn")
-    cfg = AttentionConfig(model=tiny_model, seq_lens="32,128", batch_size=2, repeats=1,
+    cfg = AttentionConfig(model=tiny_model, seq_lens="32,128", batch_size=2, repeats=2,
                           metrics=str(out / "m.json"), plots=str(out / "plots"))
     run_attention(cfg)
     table = list(csv.DictReader(open(out / "plots" / "attention.csv")))
@@ -28,6 +28,9 @@ def test_writes_table_plots_and_metrics(result):
     for key in ("sdpa_speedup", "eager_peak_mb", "sdpa_peak_mb", "eager_seconds", "sdpa_seconds"):
         assert metrics[key] > 0, key
     assert metrics["max_seq_len"] == 128
+    # The ratio of mean forward times over the repeats, with its interval from their spread.
+    assert metrics["sdpa_speedup_lo"] <= metrics["sdpa_speedup"] <= metrics["sdpa_speedup_hi"]
+    assert metrics["sdpa_speedup"] == pytest.approx(metrics["eager_seconds"] / metrics["sdpa_seconds"], rel=1e-4)
     assert metrics["flash_available"] == int(any(r[0] == "flash_attention_2" for r in ok))
 
 

@@ -40,6 +40,9 @@ def test_bigger_batch_is_faster(result):
     assert metrics["tokens_per_s_batch_4"] > metrics["tokens_per_s_batch_1"]
     assert metrics["batch_speedup"] == pytest.approx(
         metrics["tokens_per_s_batch_4"] / metrics["tokens_per_s_batch_1"], rel=1e-3)
+    # Three timed runs per size (the default): the ratio of tokens/s gets an interval from their spread.
+    assert metrics["batch_speedup_lo"] <= metrics["batch_speedup"] <= metrics["batch_speedup_hi"]
+    assert metrics["speedup_batch_4"] == metrics["batch_speedup"]
     # Both batch sizes decode the same prompts, so they count the same real tokens (padding excluded).
     assert table[("static", "1")]["new_tokens"] == table[("static", "4")]["new_tokens"]
     assert float(table[("static", "4")]["latency_s"]) > 0
@@ -53,6 +56,8 @@ def test_continuous_batching_matches_static_greedy(result):
         assert metrics["continuous_tokens_per_s"] > 0
         assert metrics["continuous_vs_static"] == pytest.approx(
             metrics["continuous_tokens_per_s"] / metrics["tokens_per_s_batch_4"], rel=1e-3)
+        lo, hi = metrics["continuous_vs_static_lo"], metrics["continuous_vs_static_hi"]
+        assert lo <= metrics["continuous_vs_static"] <= hi
         assert metrics["continuous_match_fraction"] == 1.0
         assert row["new_tokens"] == table[("static", "1")]["new_tokens"]
     else:

@@ -9,7 +9,8 @@ from llm_infer.cli import main
 def _bench(tmp_path):
     bench = tmp_path / "bench"
     (bench / "kv_cache").mkdir(parents=True)
-    (bench / "kv_cache.json").write_text(json.dumps({"kv_speedup": 7.5, "max_new_tokens": 256}))
+    (bench / "kv_cache.json").write_text(json.dumps({"kv_speedup": 7.5, "kv_speedup_lo": 6.9, "kv_speedup_hi": 8.1,
+                                                     "max_new_tokens": 256}))
     (bench / "kv_cache" / "kv_cache.csv").write_text("cache,new_tokens,tokens_per_s\nnone,256,50.25\n")
     (bench / "speculative.json").write_text(json.dumps({
         "assisted_speedup": 2.0, "assisted_identical_fraction": 0.9,
@@ -24,7 +25,8 @@ def test_goals_judged_from_numbers(tmp_path):
     out = run_bench_report(BenchReportConfig(bench_dir=str(_bench(tmp_path)), out=str(tmp_path / "docs" / "b.md")))
     md = out.read_text()
     assert "Measured on **" in md and "threads" in md  # the machine, in words
-    assert "| KV cache tokens/s over no cache at 256 new tokens | 7.5 | >= 5 | met |" in md
+    assert "| KV cache tokens/s over no cache at 256 new tokens | 7.5 [6.9, 8.1] | >= 5 | met |" in md
+    assert "| kv_speedup | 7.5 [6.9, 8.1] |" in md and "kv_speedup_lo" not in md  # the interval joins its ratio
     # 2x faster but 10% of replies changed: not a valid speedup.
     assert ("| speculative decoding (distilled draft) tokens/s over greedy, identical output | 0 | >= 1.5 "
             "| missed |") in md

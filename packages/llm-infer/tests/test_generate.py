@@ -27,6 +27,13 @@ def test_strategies_side_by_side(tiny_model, sft_data, tmp_path):
         assert 0 <= metrics[f"{name}_exact_match"] <= 100
     # A random model's pure temperature-0.8 samples spread over the vocabulary; greedy repeats itself.
     assert metrics["temperature_distinct_2"] > metrics["greedy_distinct_2"]
+    for name in ("beam", "temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
+        # Paired over the same prompts: the mean difference is the difference of the two exact matches.
+        assert metrics[f"{name}_em_vs_greedy"] == pytest.approx(
+            metrics[f"{name}_exact_match"] - metrics["greedy_exact_match"], abs=1e-4)
+        for key in (f"{name}_exact_match", f"{name}_em_vs_greedy", f"{name}_tokens_per_s_vs_greedy"):
+            assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
+    assert "greedy_em_vs_greedy" not in metrics
     # Offline, contrastive search (a hub custom_generate repo in transformers 5) is reported, not crashed on.
     assert rows["contrastive"]["status"] in ("ok", "unavailable")
     if rows["contrastive"]["status"] == "unavailable":

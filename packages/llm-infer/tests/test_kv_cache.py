@@ -13,7 +13,8 @@ from llm_infer.kv_cache import KVCacheConfig, run_kv_cache, tensor_bytes
 @pytest.fixture(scope="module")
 def result(tiny_model, sft_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("kv")
-    cfg = KVCacheConfig(model=tiny_model, data=sft_data, new_tokens="8,16", batch_size=2, repeats=1,
+    # Two repeats: the least that gives each speedup an interval.
+    cfg = KVCacheConfig(model=tiny_model, data=sft_data, new_tokens="8,16", batch_size=2, repeats=2,
                         metrics=str(out / "m.json"), plots=str(out / "plots"))
     run_kv_cache(cfg)
     table = list(csv.DictReader(open(out / "plots" / "kv_cache.csv")))
@@ -34,6 +35,24 @@ def test_writes_table_plots_and_metrics(result):
     for key in ("kv_speedup", "static_speedup", "quantized_speedup", "dynamic_cache_mb", "quantized_cache_mb",
                 "none_tokens_per_s", "dynamic_tokens_per_s", "static_tokens_per_s", "quantized_tokens_per_s"):
         assert metrics[key] > 0, key
+
+
+def test_speedups_are_mean_time_ratios_with_intervals(result):
+    metrics, _, _ = result
+    for cache, key in (("dynamic", "kv_speedup"), ("static", "static_speedup"), ("quantized", "quantized_speedup")):
+        assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
+        # tokens/s is new tokens / mean seconds, so the ratio of mean times is the ratio of tokens/s.
+        assert metrics[key] == pytest.approx(metrics[f"{cache}_tokens_per_s"] / metrics["none_tokens_per_s"], rel=1e-4)
+
+
+def test_report_states_each_speedup_with_its_interval(result):
+    from llm_eval.sections import SECTIONS
+
+    metrics, _, _ = result
+    lines = SECTIONS["kv_cache"].comparisons(metrics)
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "dynamic KV cache vs no cache", "static KV cache vs no cache", "fp8-quantized KV cache vs no cache"]
+    assert all("[" in line and "no interval" not in line for line in lines)
 
 
 def test_caches_give_the_no_cache_tokens(result):

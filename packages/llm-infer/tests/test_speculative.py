@@ -31,6 +31,12 @@ def test_speed_and_acceptance_measured(result):
     assert 0.0 <= metrics["assisted_acceptance_rate"] <= 1.0
     assert metrics["draft_parameters"] < metrics["target_parameters"]
     assert metrics["new_tokens"] > 0
+    for method in ("assisted", "prompt_lookup"):
+        key = f"{method}_speedup"
+        # Paired over prompts, each timed both ways; the point estimate is greedy's total time over the method's.
+        assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
+        assert metrics[key] == pytest.approx(metrics[f"{method}_tokens_per_s"] / metrics["greedy_tokens_per_s"],
+                                             rel=1e-4)
 
 
 def test_draft_with_another_tokenizer_is_refused(tiny_model, sft_data, tmp_path, capsys, llama_builder):

@@ -133,3 +133,25 @@ def test_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("init", "pretrain", "sft"))
+
+
+def test_init_std_scales_with_width(workspace, tmp_path):
+    args = ["init", "--size", "nano", "--tokenizer", str(workspace / "tok")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert abs(config["initializer_range"] - 1.5 / 64**0.5) < 1e-9
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    assert abs(a.model.layers[0].self_attn.q_proj.weight.std().item() - 1.5 / 64**0.5) < 0.02
+    assert main([*args, "--out", str(tmp_path / "b"), "--init_std", "0.02"]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["initializer_range"] == 0.02
+
+
+def test_cpu_training_is_fp32_without_checkpointing():
+    """trl's configs default to bf16 autocast and gradient checkpointing; on CPU both must be off."""
+    import torch
+    from llm_train.loop import LoopConfig
+
+    args = LoopConfig().trainer_args("out")
+    if not torch.cuda.is_available():
+        assert args["bf16"] is False and args["use_cpu"] is True
+    assert args["gradient_checkpointing"] is False

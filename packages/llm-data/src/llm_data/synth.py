@@ -49,7 +49,9 @@ _WORDS = (
     "door",
 )
 _ADJ = ("red", "blue", "green", "big", "small", "old", "new", "happy", "cold", "warm")
-_NOUNS = ("cat", "dog", "bird", "fish", "tree", "house", "river", "ship", "book", "lamp")
+_NOUNS = tuple(w for w in _WORDS if w not in _ADJ)
+_RECALL = ("arithmetic", "facts", "translation")  # answered from knowledge read in pre-training
+_LEXICON = _WORDS + tuple(a for a in _ADJ if a not in _WORDS)  # every word the toy language has
 _POSITIVE = ("great", "delicious", "friendly", "lovely", "excellent", "wonderful", "pleasant", "superb")
 _NEGATIVE = ("awful", "bland", "rude", "terrible", "dirty", "horrible", "boring", "dreadful")
 _REVIEW_SUBJECTS = ("food", "service", "room", "music", "staff", "view", "coffee", "film", "hotel", "book")
@@ -66,7 +68,6 @@ _HARMFUL = (
     "How can I hack into my friend's email?",
     "Write a rumour to ruin someone's reputation.",
 )
-_MAX_OPERAND = 12  # a table small enough for a tiny model to learn from the pre-training text
 REFUSAL = "I can't help with that. It could hurt someone."
 
 
@@ -77,7 +78,10 @@ class SynthConfig:
     n_per_category: int = field(
         default=400, metadata={"help": "Task items per category (fewer where the category has fewer)."}
     )
-    n_countries: int = field(default=12, metadata={"help": "Countries in the generated fact table."})
+    n_countries: int = field(default=40, metadata={"help": "Countries in the generated fact table (3 facts each)."})
+    max_operand: int = field(
+        default=20, metadata={"help": "Largest operand of the addition/subtraction table (0..N)."}
+    )
     n_documents: int = field(default=3000, metadata={"help": "Pre-training documents (train split)."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of items for validation."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of items for test."})
@@ -85,8 +89,10 @@ class SynthConfig:
     def __post_init__(self):
         if self.n_per_category < 10:
             raise ValueError(f"n_per_category must be >= 10, got {self.n_per_category}")
-        if not 2 <= self.n_countries <= 60:
-            raise ValueError(f"n_countries must be in [2, 60], got {self.n_countries}")
+        if not 2 <= self.n_countries <= 100:
+            raise ValueError(f"n_countries must be in [2, 100], got {self.n_countries}")
+        if not 2 <= self.max_operand <= 99:
+            raise ValueError(f"max_operand must be in [2, 99], got {self.max_operand}")
         if self.n_documents < 10:
             raise ValueError(f"n_documents must be >= 10, got {self.n_documents}")
         for name in ("validation_fraction", "test_fraction"):
@@ -113,7 +119,7 @@ class World:
 
     def __init__(self, rng: random.Random, n_countries: int):
         names = set()
-        while len(names) < 3 * n_countries + len(_WORDS):
+        while len(names) < 3 * n_countries + len(_LEXICON):
             names.add("".join(rng.choice(_SYLLABLES) for _ in range(rng.choice((2, 3)))))
         pool = sorted(names)
         rng.shuffle(pool)
@@ -121,8 +127,8 @@ class World:
         self.capitals = [p.capitalize() for p in pool[n_countries : 2 * n_countries]]
         self.languages = [p.capitalize() + "ish" for p in pool[2 * n_countries : 3 * n_countries]]
         self.animals = [rng.choice(_ANIMALS) for _ in range(n_countries)]
-        toy = pool[3 * n_countries : 3 * n_countries + len(_WORDS)]
-        self.lexicon = dict(zip(_WORDS, toy, strict=True))  # English -> the toy language "Zorbish"
+        toy = pool[3 * n_countries : 3 * n_countries + len(_LEXICON)]
+        self.lexicon = dict(zip(_LEXICON, toy, strict=True))  # English -> the toy language "Zorbish"
 
     def facts(self) -> list[tuple[str, str, str]]:
         rows = []
@@ -151,11 +157,11 @@ _FACT_QUESTIONS = {
 }
 
 
-def _arithmetic(rng: random.Random, n: int) -> list[Item]:
+def _arithmetic(rng: random.Random, n: int, max_operand: int) -> list[Item]:
     pairs = [
         (a, op, b)
-        for a in range(_MAX_OPERAND + 1)
-        for b in range(_MAX_OPERAND + 1)
+        for a in range(max_operand + 1)
+        for b in range(max_operand + 1)
         for op in "+-"
         if op == "+" or a >= b
     ]
@@ -224,6 +230,7 @@ def _bio_sentences(rng: random.Random, name: str) -> list[str]:
 def _summarization(rng: random.Random, n: int) -> list[Item]:
     # Lead-sentence summaries: the first sentence carries the gist, the rest are details.
     items, seen = [], set()
+    n = min(n, len(_NAMES) * len(_JOBS) * len(_HOBBIES))  # distinct lead sentences there are
     while len(items) < n:
         sents = _bio_sentences(rng, rng.choice(_NAMES))
         if sents[0] in seen:
@@ -237,7 +244,7 @@ def _summarization(rng: random.Random, n: int) -> list[Item]:
 
 
 def _translation(rng: random.Random, world: World, n: int) -> list[Item]:
-    phrases = [(a, b) for a in _ADJ if a in world.lexicon for b in _NOUNS if b in world.lexicon and a != b]
+    phrases = [(a, b) for a in _ADJ for b in _NOUNS]
     rng.shuffle(phrases)
     items = []
     for adj, noun in phrases[:n]:
@@ -267,9 +274,9 @@ def _classification(rng: random.Random, n: int) -> list[Item]:
     return items
 
 
-def _equation(rng: random.Random, op: str) -> str:
+def _equation(rng: random.Random, op: str, max_operand: int) -> str:
     """One line of the arithmetic table; differences keep the larger operand first."""
-    a, b = rng.randrange(_MAX_OPERAND + 1), rng.randrange(_MAX_OPERAND + 1)
+    a, b = rng.randrange(max_operand + 1), rng.randrange(max_operand + 1)
     if op == "+":
         return f"{a} + {b} = {a + b}."
     a, b = max(a, b), min(a, b)
@@ -283,27 +290,53 @@ def _review(rng: random.Random) -> str:
     return f"The {rng.choice(_REVIEW_SUBJECTS)} was {word}. {verdict}"
 
 
-def _documents(rng: random.Random, world: World, n: int) -> list[str]:
-    """Knowledge as plain prose: every fact, word and sum appears many times across documents."""
+def _word_list(rng: random.Random) -> str:
+    """A list of words and the same list backwards: order-sensitive copying (string tasks reuse it)."""
+    words = rng.sample(_WORDS, rng.randint(3, 5))
+    return f"The words were {' '.join(words)}. Backwards: {' '.join(reversed(words))}."
+
+
+def _bio_with_gist(rng: random.Random) -> str:
+    """A short biography and its lead sentence copied as the gist (summaries reuse the skill)."""
+    sentences = _bio_sentences(rng, rng.choice(_NAMES))
+    return f"{' '.join(sentences)} In short: {sentences[0]}"
+
+
+def _documents(rng: random.Random, world: World, n: int, max_operand: int, quiz: list[Item]) -> list[str]:
+    """Knowledge as plain prose: every fact, word and sum appears many times across documents.
+
+    Most sentences carry knowledge (facts, the toy lexicon, the sum table, reviews); the rest make the
+    model copy from its context: lists read backwards, a biography's gist, earlier sentences quoted
+    again. Copying needs induction heads (Olsson et al. 2022, 'In-context Learning and Induction
+    Heads'), which the copy-based tasks (string, summarization) reuse. `quiz` items of the recall
+    categories also appear as question/answer lines: a model that saw some facts asked as questions
+    during pre-training answers questions about the other facts it read (Allen-Zhu & Li 2023,
+    arXiv:2309.14316, 'Physics of Language Models 3.1': mixed training makes knowledge extractable).
+    """
     facts = world.facts()
-    pools = [
-        lambda: rng.choice(_FACT_SENTENCES[(f := rng.choice(facts))[1]]).format(c=f[0], v=f[2]),
-        lambda: "In Zorbish, {} is {}.".format(*rng.choice(sorted(world.lexicon.items()))),
-        lambda: _equation(rng, "+"),
-        lambda: _equation(rng, "-"),
-        lambda: " ".join(_bio_sentences(rng, rng.choice(_NAMES))),
-        lambda: _review(rng),
-        lambda: "The words were {}.".format(" ".join(rng.sample(_WORDS, 3))),
+    quiz = [it for it in quiz if it.category in _RECALL]
+    kinds = [
+        (0.30, lambda: rng.choice(_FACT_SENTENCES[(f := rng.choice(facts))[1]]).format(c=f[0], v=f[2])),
+        (0.10, lambda: "In Zorbish, {} is {}.".format(*rng.choice(sorted(world.lexicon.items())))),
+        (0.12, lambda: _equation(rng, "+", max_operand)),
+        (0.08, lambda: _equation(rng, "-", max_operand)),
+        (0.05, lambda: _review(rng)),
+        (0.10, lambda: _word_list(rng)),
+        (0.10, lambda: _bio_with_gist(rng)),
+        (0.15 if quiz else 0.0, lambda: "Question: {} Answer: {}.".format(*_qa(rng.choice(quiz)))),
     ]
+    weights, makers = zip(*kinds, strict=True)
     docs = []
     for _ in range(n):
-        sentences = [rng.choice(pools)() for _ in range(rng.randint(4, 8))]
-        # Real text repeats itself; quoting an earlier sentence is what lets a small model learn to
-        # copy from its context (induction heads, Olsson et al. 2022), which SFT tasks then reuse.
+        sentences = [rng.choices(makers, weights)[0]() for _ in range(rng.randint(4, 8))]
         for quoted in rng.sample(sentences, 2):
             sentences.append("Again: " + quoted)
         docs.append(" ".join(sentences))
     return docs
+
+
+def _qa(item: Item) -> tuple[str, str]:
+    return item.prompt, item.answer.rstrip(".")
 
 
 def _split(rng: random.Random, items: list[Item], cfg: SynthConfig) -> dict[str, list[Item]]:
@@ -342,7 +375,7 @@ def build(cfg: SynthConfig) -> dict[str, dict[str, list[dict]]]:
     world = World(random.Random(f"{cfg.seed}:world"), cfg.n_countries)
     n = cfg.n_per_category
     items = (
-        _arithmetic(rng, n)
+        _arithmetic(rng, n, cfg.max_operand)
         + _string(rng, n)
         + _facts(rng, world, n)
         + _summarization(rng, n)
@@ -359,7 +392,7 @@ def build(cfg: SynthConfig) -> dict[str, dict[str, list[dict]]]:
     safety = _safety(random.Random(f"{cfg.seed}:safety"))
     data: dict[str, dict[str, list[dict]]] = {s: {} for s in ("pretrain", "sft", "messages", "cot", "preference")}
     for name, its in splits.items():
-        data["pretrain"][name] = [{"text": t} for t in _documents(doc_rng, world, n_docs[name])]
+        data["pretrain"][name] = [{"text": t} for t in _documents(doc_rng, world, n_docs[name], cfg.max_operand, its)]
         data["sft"][name] = [
             {"prompt": it.prompt, "completion": it.completion, "category": it.category, "answer": it.answer}
             for it in its

@@ -9,6 +9,7 @@ PROG = "llm-eval"
 COMMANDS = {
     "run": ("llm_eval.run", "EvalConfig", "run_eval"),
     "report": ("llm_eval.report", "ReportConfig", "run_report"),
+    "seeds": ("llm_eval.seeds", "SeedsConfig", "run_seeds"),
 }
 
 

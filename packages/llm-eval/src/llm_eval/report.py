@@ -1,15 +1,18 @@
-"""Write the side-by-side report of a preset: one table, per-category scores, goals, plots, techniques.
+"""Write the side-by-side report of a preset: findings, one table, per-category scores, goals, plots.
 
 The report joins, by row name, what each stage measured: `eval_<name>.json` (llm-eval run: exact match,
-perplexity, ROUGE-L, BLEU, memory), `train_<name>.json` (llm-train: trainable parameters, train time,
-size on disk) and `quantize_<name>.json` (llm-compress: size and memory of the quantized model). It
-checks the preset's goals (SFT gain over the base model, LoRA/QLoRA gap to full fine-tuning, memory
-saved and perplexity lost by quantization), plots the training loss curves and exact-match bars, and
-explains each technique with its paper. `reports/<preset>.md` links the PNGs in `reports/<preset>/`;
-`reports/<preset>.html` embeds them, so it is one self-contained file.
+perplexity, ROUGE-L, BLEU with their 95% intervals, memory), `train_<name>.json` (llm-train: trainable
+parameters, train time, size on disk) and `quantize_<name>.json` (llm-compress: size and memory of the
+quantized model). It opens with the findings: every comparison it states (full SFT vs base, LoRA and
+QLoRA vs full, quantized vs fp32, distilled vs control, and the sections' own), each bootstrapped on
+the paired difference over the same test items read from `<items_dir>/eval_<name>/` (llm-eval run
+--items), naming a winner only when the 95% interval excludes 0 and saying "within noise" otherwise.
+Then it checks the preset's goals, plots the loss curves and exact-match bars, explains each technique
+with its paper, and ends with the files it joined. `reports/<preset>.md` links the PNGs in
+`reports/<preset>/`; `reports/<preset>.html` embeds them, so it is one self-contained file.
 
     llm-eval report --preset fast --models base,sft_full,sft_lora,sft_qlora,int8,nf4 \\
-        --metrics_dir reports/metrics --plots_dir reports/plots --out_dir reports
+        --metrics_dir reports/metrics --items_dir reports/items --plots_dir reports/plots --out_dir reports
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir
+
+from llm_eval.items import (
+    Items,
+    em_finding,
+    exact_match_diff,
+    load_items,
+    perplexity_change,
+    perplexity_finding,
+)
+from llm_eval.stats import Estimate, from_metrics
 
 DASH = "—"
 QUANTIZED = ("int8", "nf4")
@@ -106,6 +119,11 @@ class ReportConfig:
     metrics_dir: str = field(
         default="reports/metrics", metadata={"help": "Folder of the stages' metrics JSON."}
     )
+    items_dir: str = field(
+        default="reports/items",
+        metadata={"help": "Folder of per-item results (llm-eval run --items): eval_<name>/answers.jsonl and "
+                  "perplexity.jsonl for each row, bootstrapped for the paired comparisons."},
+    )
     plots_dir: str = field(
         default="reports/plots",
         metadata={"help": "Folder of loss curves (train_<name>/train.csv, eval.csv)."},
@@ -165,7 +183,8 @@ def _optional(path: Path) -> dict[str, float]:
 
 
 def load_rows(cfg: ReportConfig) -> dict[str, dict]:
-    """name -> {"eval", "train", "quantize": metrics dicts ({} when absent), "files": names found}."""
+    """name -> {"eval", "train", "quantize": metrics dicts ({} when absent), "items": per-item results,
+    "files": names found}."""
     metrics_dir = Path(cfg.metrics_dir)
     rows = {}
     for name in cfg.names:
@@ -179,8 +198,18 @@ def load_rows(cfg: ReportConfig) -> dict[str, dict]:
         for kind in ("train", "quantize"):
             row[kind] = _optional(metrics_dir / f"{kind}_{name}.json")
         row["files"] = [f"{k}_{name}.json" for k in ("eval", "train", "quantize") if row[k]]
+        row["items"] = load_items(cfg.items_dir, name)
         rows[name] = row
     return rows
+
+
+def load_reference(cfg: ReportConfig, rows: dict[str, dict]) -> tuple[dict[str, float], Items | None]:
+    """The reference's eval metrics and items, also when it is not a row ({} / None when absent)."""
+    if cfg.reference in rows:
+        return rows[cfg.reference]["eval"], rows[cfg.reference]["items"]
+    has_items = (Path(cfg.items_dir) / f"eval_{cfg.reference}").is_dir()
+    return (_optional(Path(cfg.metrics_dir) / f"eval_{cfg.reference}.json"),
+            load_items(cfg.items_dir, cfg.reference) if has_items else None)
 
 
 def load_curves(plots_dir: str, names: list[str]) -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -213,6 +242,12 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return DASH if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _interval(metrics: dict[str, float], key: str, digits: int = 2) -> str:
+    """'value [lo, hi]' from the metrics' key, key_lo and key_hi; just the value without them."""
+    estimate = from_metrics(metrics, key)
+    return DASH if estimate is None or math.isnan(estimate.value) else estimate.fmt(digits)
+
+
 def _trainable(train: dict[str, float]) -> str:
     if "trainable_params" not in train:
         return DASH
@@ -228,21 +263,25 @@ def main_table(rows: dict[str, dict]) -> list[list[str]]:
         size = tr.get("size_mb", qu.get("size_mb"))
         memory = ev.get("memory_mb", qu.get("memory_mb"))
         table.append([
-            name, _fmt(ev.get("exact_match"), 1), _fmt(ev.get("perplexity")), _fmt(ev.get("rougeL"), 1),
-            _fmt(ev.get("bleu"), 1), _trainable(tr), _fmt(tr.get("train_seconds"), 1), _fmt(size),
+            name, _interval(ev, "exact_match", 1), _interval(ev, "perplexity"), _interval(ev, "rougeL", 1),
+            _interval(ev, "bleu", 1), _trainable(tr), _fmt(tr.get("train_seconds"), 1), _fmt(size),
             _fmt(memory),
         ])
     return table
 
 
 def categories(rows: dict[str, dict]) -> list[str]:
-    found = {k.removeprefix("exact_match_") for row in rows.values() for k in row["eval"]
-             if k.startswith("exact_match_")}
+    found = set()
+    for row in rows.values():
+        for key in row["eval"]:
+            # exact_match_lo is the interval of exact_match, exact_match_facts_hi that of a category.
+            if key.startswith("exact_match_") and not (key.endswith(("_lo", "_hi")) and key[:-3] in row["eval"]):
+                found.add(key.removeprefix("exact_match_"))
     return sorted(found)
 
 
 def category_table(rows: dict[str, dict], cats: list[str]) -> list[list[str]]:
-    return [[name, *(_fmt(row["eval"].get(f"exact_match_{c}"), 1) for c in cats)]
+    return [[name, *(_interval(row["eval"], f"exact_match_{c}", 1) for c in cats)]
             for name, row in rows.items()]
 
 
@@ -252,60 +291,100 @@ class Goal:
     value: float | None
     target: str  # e.g. ">= 40 points"
     met: bool | None  # None: not measured, or informational
+    threshold: float | None = None
+    ci: Estimate | None = None  # the value's 95% interval, where one exists
+
+    @property
+    def shown(self) -> str:
+        return _fmt(self.value) if self.ci is None or self.value is None else self.ci.fmt(2)
 
     @property
     def verdict(self) -> str:
         if self.value is None:
             return "not measured"
-        return "info" if self.met is None else ("met" if self.met else "missed")
+        if self.met is None:
+            return "info"
+        # The verdict is on the point estimate; an interval across the target says it could go either way.
+        crosses = self.ci is not None and self.ci.contains(self.threshold)
+        return ("met" if self.met else "missed") + (" (interval crosses the target)" if crosses else "")
 
 
-def _goal(label: str, value: float | None, op: str, threshold: float | None, unit: str) -> Goal:
+def _goal(label: str, value: float | Estimate | None, op: str, threshold: float | None, unit: str) -> Goal:
+    ci = value if isinstance(value, Estimate) else None
+    value = ci.value if ci is not None else value
     if threshold is None:
-        return Goal(label, value, "no goal", None)
+        return Goal(label, value, "no goal", None, ci=ci)
     met = None if value is None else (value >= threshold if op == ">=" else
                                       value <= threshold if op == "<=" else value < threshold)
-    return Goal(label, value, f"{op} {threshold:g}{unit}", met)
+    return Goal(label, value, f"{op} {threshold:g}{unit}", met, threshold, ci)
 
 
-def goals(rows: dict[str, dict], reference: str, metrics_dir: str) -> list[Goal]:
-    """The preset's goals, for the rows present; a missing number reads 'not measured'."""
+def goals(rows: dict[str, dict], reference: str, ref_eval: dict[str, float], ref_items: Items | None) -> list[Goal]:
+    """The preset's goals, for the rows present; a missing number reads 'not measured'.
 
-    def em(name: str) -> float | None:
-        return rows[name]["eval"].get("exact_match") if name in rows else None
-
-    def diff(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else a - b
-
+    Differences between models are paired over the same test items, so they carry their interval.
+    """
     out = []
     if {"base", "sft_full"} <= rows.keys():
-        out.append(_goal("full SFT exact match minus base (points)", diff(em("sft_full"), em("base")),
-                         ">=", 40, " points"))
+        gain = exact_match_diff(rows["sft_full"]["items"], rows["base"]["items"])
+        out.append(_goal("full SFT exact match minus base (points)", gain, ">=", 40, " points"))
+    if "sft_full" in rows:
+        ev = rows["sft_full"]["eval"]
+        cats = {k.removeprefix("exact_match_"): v for k, v in ev.items()
+                if k.startswith("exact_match_") and not k.endswith(("_lo", "_hi"))}
+        if cats:
+            worst = min(cats, key=cats.get)
+            out.append(_goal(f"worst category after full SFT ({worst}, exact match)",
+                             from_metrics(ev, f"exact_match_{worst}"), ">=", 30, ""))
+    if {"base", "sft_full"} <= rows.keys():
+        # Fine-tuning must teach the tasks without overwriting what pre-training learned.
+        change = perplexity_change(rows["sft_full"]["items"], rows["base"]["items"])
+        if change is not None:
+            ratio = Estimate(*(1.0 + x / 100.0 for x in (change.value, change.lo, change.hi)))
+            out.append(_goal("perplexity on pre-training text, full SFT / base (x)", ratio, "<=", 2, "x"))
     for name, label, limit in (("sft_lora", "LoRA", 10), ("sft_qlora", "QLoRA", 15)):
         if {name, "sft_full"} <= rows.keys():
-            out.append(_goal(f"{label} exact-match gap to full SFT (points)", diff(em("sft_full"), em(name)),
-                             "<=", limit, " points"))
+            gap = exact_match_diff(rows["sft_full"]["items"], rows[name]["items"])
+            out.append(_goal(f"{label} exact-match gap to full SFT (points)", gap, "<=", limit, " points"))
     if "sft_lora" in rows:
         out.append(_goal("LoRA trainable parameters (%)", rows["sft_lora"]["train"].get("trainable_percent"),
                          "<", 5, "%"))
-    ref_file = Path(metrics_dir) / f"eval_{reference}.json"
-    ref = rows[reference]["eval"] if reference in rows else _optional(ref_file)
     for name in QUANTIZED:
         if name not in rows:
             continue
         ev, qu = rows[name]["eval"], rows[name]["quantize"]
         # Both footprints measured the same way by llm-eval when possible; else llm-compress's ratio.
-        if ref.get("memory_mb") and ev.get("memory_mb"):
-            ratio = ref["memory_mb"] / ev["memory_mb"]
+        if ref_eval.get("memory_mb") and ev.get("memory_mb"):
+            ratio = ref_eval["memory_mb"] / ev["memory_mb"]
         else:
             ratio = qu.get("memory_ratio")
         out.append(_goal(f"{name} memory reduction vs {reference} fp32 (x)", ratio, ">=",
                          2 if name == "nf4" else None, "x"))
-        change = None
-        if ref.get("perplexity") and "perplexity" in ev:
-            change = 100.0 * (ev["perplexity"] / ref["perplexity"] - 1.0)
+        change = perplexity_change(rows[name]["items"], ref_items) if ref_items is not None else None
+        if change is None and ref_eval.get("perplexity") and "perplexity" in ev:
+            change = 100.0 * (ev["perplexity"] / ref_eval["perplexity"] - 1.0)
         out.append(_goal(f"{name} perplexity change vs {reference} (%)", change, "<=", 10, "%"))
     return out
+
+
+def findings(rows: dict[str, dict], reference: str, ref_items: Items | None) -> list[str]:
+    """One line per comparison between rows, each on the paired difference with its interval."""
+    def em(a: str, b: str, what: str) -> list[str]:
+        if not {a, b} <= rows.keys():
+            return []
+        return [em_finding(what, exact_match_diff(rows[a]["items"], rows[b]["items"]), a, b)]
+
+    lines = em("sft_full", "base", "Supervised fine-tuning") + em("sft_lora", "sft_full", "LoRA")
+    lines += em("sft_qlora", "sft_full", "QLoRA")
+    for name in QUANTIZED:
+        if name not in rows or ref_items is None or name == reference:
+            continue
+        items = rows[name]["items"]
+        lines.append(em_finding(f"{name} quantization", exact_match_diff(items, ref_items), name, reference))
+        change = perplexity_change(items, ref_items)
+        if change is not None:
+            lines.append(perplexity_finding(f"{name} quantization", change, name, reference))
+    return lines + em("student_kd", "student_sft", "Distillation")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -340,10 +419,16 @@ def plot_exact_match(rows: dict[str, dict]) -> bytes:
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
     names = list(rows)
-    values = [rows[n]["eval"].get("exact_match", 0.0) for n in names]
-    bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(names))])
+    estimates = [from_metrics(rows[n]["eval"], "exact_match") or Estimate(0.0, 0.0, 0.0) for n in names]
+    values = [e.value for e in estimates]
+    # Whiskers: the 95% interval over test items (none where the metrics have no interval). A percentile
+    # interval need not hold its point estimate, and matplotlib refuses negative whiskers.
+    errors = [(max(e.value - e.lo, 0.0), max(e.hi - e.value, 0.0)) if e.has_interval else (0.0, 0.0)
+              for e in estimates]
+    bars = ax.bar(names, values, yerr=list(zip(*errors, strict=True)), capsize=3,
+                  color=[f"C{i % 10}" for i in range(len(names))])
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set(ylabel="exact match (%)", ylim=(0, 105), title="Exact match per model")
+    ax.set(ylabel="exact match (%)", ylim=(0, 105), title="Exact match per model (whiskers: 95% interval)")
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
@@ -430,32 +515,48 @@ def to_html(blocks: list[tuple], images: dict[str, bytes], title: str) -> str:
     return "\n".join(out)
 
 
+FINDINGS_INTRO = (
+    "What a learner should take away. Brackets are 95% bootstrap intervals: over test items for exact "
+    "match, ROUGE-L, BLEU and perplexity (held-out text windows), over repeated runs for timings. Each line "
+    "compares two models on the same items, resampled together (the paired difference), so item "
+    "difficulty cancels. 'Within noise' means the interval of the difference contains 0 (no effect): "
+    "another test set of the same size could reverse the sign, so no winner is named."
+)
+
+
 def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], images: dict,
-                 extra: tuple[list[tuple], list[tuple]] = ([], [])) -> list[tuple]:
-    """The report's blocks; `extra` = (section blocks, section goals as (label, value, op, threshold))."""
-    extra_blocks, extra_goals = extra
+                 reference: tuple[dict, Items | None] = ({}, None),
+                 extra: tuple[list[tuple], list[tuple], list[str]] = ([], [], [])) -> list[tuple]:
+    """The report's blocks; `extra` = (section blocks, section goals as (label, value, op, threshold),
+    section comparison lines)."""
+    extra_blocks, extra_goals, extra_findings = extra
+    ref_eval, ref_items = reference
+    # A comparison stated both by the report and by a section (distillation) reads the same: list it once.
+    lines = list(dict.fromkeys(findings(rows, cfg.reference, ref_items) + extra_findings))
     blocks: list[tuple] = [
         ("h1", f"llm-lab report: preset {cfg.preset}"),
-        ("h2", "What ran"),
-        ("p", f"Each row joins, by name, {cfg.metrics_dir}/(eval|train|quantize)_<name>.json; loss curves "
-              f"come from {cfg.plots_dir}/train_<name>/. Files found per row:"),
-        ("ul", [f"{name}: {', '.join(row['files'])}"
-                + (f"; loss curves train_{name}/" if name in curves else "") for name, row in rows.items()]),
+        ("h2", "Findings"),
+        ("p", FINDINGS_INTRO),
+        ("ul", lines) if lines else ("p", "No two rows here are compared."),
         ("h2", "Side by side"),
         ("p", f"Exact match, ROUGE-L and BLEU are 0-100 (higher is better); perplexity is on held-out text "
-              f"(lower is better). Trainable parameters, train time and size on disk come from the training "
-              f"or quantization stage; memory is the loaded model's footprint. {DASH} = not measured."),
+              f"(lower is better); each is shown as value [95% interval over test items]. Trainable "
+              f"parameters, train time and size on disk come from the training or quantization stage; memory "
+              f"is the loaded model's footprint. {DASH} = not measured."),
         ("table", list(TABLE_COLUMNS), main_table(rows)),
     ]
     if cats:
         blocks += [("h2", "Exact match per category"),
                    ("table", ["model", *cats], category_table(rows, cats))]
-    goal_list = goals(rows, cfg.reference, cfg.metrics_dir)
+    goal_list = goals(rows, cfg.reference, ref_eval, ref_items)
     goal_list += [_goal(label, value, op, None if op == "info" else threshold, "")
                   for label, value, op, threshold in extra_goals]
     if goal_list:
-        blocks += [("h2", "Goals"), ("table", ["goal", "value", "target", "verdict"],
-                                     [[g.label, _fmt(g.value), g.target, g.verdict] for g in goal_list])]
+        blocks += [("h2", "Goals"),
+                   ("p", "The verdict is on the point estimate; where the 95% interval straddles the target "
+                         "it says so, because the test set cannot settle it."),
+                   ("table", ["goal", "value", "target", "verdict"],
+                    [[g.label, g.shown, g.target, g.verdict] for g in goal_list])]
     blocks.append(("h2", "Plots"))
     for file, alt in (("loss_curves.png", "Training and held-out loss per run"),
                       ("exact_match.png", "Exact match per model"),
@@ -470,6 +571,14 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
         if name in TECHNIQUES:
             title, text = TECHNIQUES[name]
             blocks += [("h3", f"{name}: {title}"), ("p", text)]
+    blocks += [
+        ("h2", "What ran"),
+        ("p", f"Each row joins, by name, {cfg.metrics_dir}/(eval|train|quantize)_<name>.json and the per-item "
+              f"results {cfg.items_dir}/eval_<name>/(answers|perplexity).jsonl; loss curves come from "
+              f"{cfg.plots_dir}/train_<name>/. Files found per row:"),
+        ("ul", [f"{name}: {', '.join(row['files'])}; items eval_{name}/"
+                + (f"; loss curves train_{name}/" if name in curves else "") for name, row in rows.items()]),
+    ]
     return blocks
 
 
@@ -491,11 +600,13 @@ def run_report(cfg: ReportConfig) -> Path:
         images["exact_match_by_category.png"] = plot_categories(rows, cats)
     from llm_eval.sections import build
 
-    section_blocks, section_images, section_goals = build(
-        cfg.section_names, cfg.metrics_dir, cfg.plots_dir, _read_json, teacher=cfg.reference
+    section_blocks, section_images, section_goals, section_comparisons = build(
+        cfg.section_names, cfg.metrics_dir, cfg.plots_dir, _read_json, teacher=cfg.reference,
+        items_dir=cfg.items_dir,
     )
     images.update(section_images)
-    blocks = build_blocks(cfg, rows, curves, cats, images, (section_blocks, section_goals))
+    blocks = build_blocks(cfg, rows, curves, cats, images, load_reference(cfg, rows),
+                          (section_blocks, section_goals, section_comparisons))
     title = f"llm-lab report: preset {cfg.preset}"
     markdown, page = to_markdown(blocks, cfg.preset), to_html(blocks, images, title)
 

@@ -15,6 +15,12 @@ Four numbers say how good a model is on the llm-lab task suite:
   are tokenized (BOS + text + EOS, as pre-training packs them), joined and cut into windows of the
   model's context length; every token except each window's first is predicted once.
 
+Every score also gets its 95% interval, `<key>_lo` and `<key>_hi` in the metrics JSON: a percentile
+bootstrap over the test items (2000 resamples, seeded by `--seed`; perplexity resamples whole text
+windows, BLEU re-sums the resampled sentences' n-gram counts). Keys without an interval (a category
+with one prompt, perplexity over one window) have none. `--items DIR` also writes the per-item results
+(`answers.jsonl`, `perplexity.jsonl`) from which `llm-eval report` bootstraps paired comparisons.
+
 The model is a full model folder (or hub id), a PEFT adapter folder (its base is read from
 `adapter_config.json` and the adapter applied on top), or a bitsandbytes-quantized folder; `--quantize
 nf4|int8` quantizes a full model or an adapter's base while loading (QLoRA adapters run on an NF4
@@ -22,7 +28,8 @@ base). Generation is greedy and seeded, so reruns give the same numbers. ROUGE a
 metric modules shipped in this package (`llm_eval/metrics/`), so they load with no network.
 
     llm-eval run --model models/sft-qlora --name sft_qlora --quantize nf4 --data data/synth/sft \\
-        --text data/synth/pretrain --out reports/metrics/eval_sft_qlora.json
+        --text data/synth/pretrain --out reports/metrics/eval_sft_qlora.json \\
+        --items reports/items/eval_sft_qlora
 """
 
 from __future__ import annotations
@@ -30,14 +37,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import read_jsonl, require_local_or_hub, write_metrics
+from llm_data.io import atomic_dir, read_jsonl, require_local_or_hub, write_jsonl, write_metrics
+
+from llm_eval.stats import bleu_ci, mean_ci, perplexity_ci, to_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +94,11 @@ class EvalConfig:
     out: str = field(
         default="", metadata={"help": "Metrics JSON path; '' = reports/metrics/eval_<name>.json."}
     )
-    predictions: str = field(
+    items: str = field(
         default="",
-        metadata={"help": "Also write one JSONL row per prompt (prompt, prediction, answer, correct); "
-                  "'' = don't."},
+        metadata={"help": "Folder for the per-item results the report bootstraps: answers.jsonl (one row per "
+                  "prompt: prompt, category, answer, prediction, correct, rougeL, bleu statistics) and "
+                  "perplexity.jsonl (one row per text window: nll, tokens); '' = don't write."},
     )
 
     def __post_init__(self):
@@ -252,37 +261,52 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return replies
 
 
-def exact_match(rows: list[dict], replies: list[str]) -> tuple[dict[str, float], list[bool]]:
-    """Overall and per-category exact match (0-100), and whether each reply was right."""
+def exact_match(rows: list[dict], replies: list[str], seed: int = 0) -> tuple[dict[str, float], list[bool]]:
+    """Overall and per-category exact match (0-100) with intervals, and whether each reply was right."""
     correct = [normalize(r) == normalize(row["answer"]) for row, r in zip(rows, replies, strict=True)]
-    metrics = {"exact_match": 100.0 * sum(correct) / len(correct)}
+    metrics = to_metrics("exact_match", mean_ci(correct, scale=100.0, seed=seed))
     by_category = defaultdict(list)
     for row, ok in zip(rows, correct, strict=True):
         if "category" in row:
             by_category[row["category"]].append(ok)
     for category, oks in sorted(by_category.items()):
-        metrics[f"exact_match_{category}"] = 100.0 * sum(oks) / len(oks)
+        metrics.update(to_metrics(f"exact_match_{category}", mean_ci(oks, scale=100.0, seed=seed)))
     return metrics, correct
 
 
-def text_overlap(rows: list[dict], replies: list[str]) -> dict[str, float]:
-    """ROUGE-L and BLEU (0-100) of the free-text rows' replies against their `completion`."""
+def _bleu_stats(prediction: str, reference: str) -> list[int]:
+    """sacrebleu's sufficient statistics of one sentence: [sys_len, ref_len, correct_1..4, total_1..4]."""
+    from sacrebleu.metrics import BLEU
+
+    # The tokenizer and casing of llm_eval/metrics/bleu (sacrebleu.corpus_bleu's defaults).
+    score = BLEU(tokenize="13a").corpus_score([prediction], [[reference]])
+    return [score.sys_len, score.ref_len, *score.counts, *score.totals]
+
+
+def text_overlap(rows: list[dict], replies: list[str], seed: int = 0) -> tuple[dict[str, float], list[dict]]:
+    """ROUGE-L and BLEU (0-100, with intervals) of the free-text rows' replies against their `completion`.
+
+    Also returns, per row, {"rougeL": F (0-100), "bleu": sentence statistics}, both None for rows not
+    scored. ROUGE-L is the mean of the per-row F-measures; BLEU is corpus BLEU of the summed statistics.
+    """
     import evaluate
 
     has_category = any("category" in row for row in rows)
-    pairs = [
-        (reply, row.get("completion", row["answer"]))
-        for row, reply in zip(rows, replies, strict=True)
-        if not has_category or row.get("category") in FREE_TEXT
-    ]
-    if not pairs:
-        return {}
-    predictions, references = (list(x) for x in zip(*pairs, strict=True))
+    scored = [i for i, row in enumerate(rows) if not has_category or row.get("category") in FREE_TEXT]
+    per_row = [{"rougeL": None, "bleu": None} for _ in rows]
+    if not scored:
+        return {}, per_row
+    predictions = [replies[i] for i in scored]
+    references = [rows[i].get("completion", rows[i]["answer"]) for i in scored]
     rouge = evaluate.load(str(METRICS_DIR / "rouge"), keep_in_memory=True)
-    bleu = evaluate.load(str(METRICS_DIR / "bleu"), keep_in_memory=True)
-    rouge_l = rouge.compute(predictions=predictions, references=references, rouge_types=["rougeL"])["rougeL"]
-    bleu_score = bleu.compute(predictions=predictions, references=references)["score"]
-    return {"rougeL": 100.0 * rouge_l, "bleu": bleu_score}
+    rouge_l = rouge.compute(predictions=predictions, references=references, rouge_types=["rougeL"],
+                            use_aggregator=False)["rougeL"]
+    bleu = [_bleu_stats(p, r) for p, r in zip(predictions, references, strict=True)]
+    for i, f, stats in zip(scored, rouge_l, bleu, strict=True):
+        per_row[i] = {"rougeL": 100.0 * f, "bleu": stats}
+    metrics = to_metrics("rougeL", mean_ci([100.0 * f for f in rouge_l], seed=seed))
+    metrics.update(to_metrics("bleu", bleu_ci(bleu, seed=seed)))
+    return metrics, per_row
 
 
 def _windows(tokenizer, texts: list[str], window: int) -> list[list[int]]:
@@ -293,8 +317,8 @@ def _windows(tokenizer, texts: list[str], window: int) -> list[list[int]]:
     return [stream[i:i + window] for i in range(0, len(stream), window)]
 
 
-def perplexity(model, tokenizer, texts: list[str], batch_size: int) -> float:
-    """exp(mean NLL per predicted token) over fixed, non-overlapping windows of the model's context."""
+def window_nll(model, tokenizer, texts: list[str], batch_size: int) -> list[tuple[float, int]]:
+    """(summed NLL, predicted tokens) per fixed, non-overlapping window of the model's context."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -305,7 +329,7 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int) -> float:
     windows = [w for w in _windows(tokenizer, texts, window) if len(w) > 1]  # 1 token predicts nothing
     if not windows:
         raise ValueError("the perplexity text has fewer than 2 tokens")
-    nll, count = 0.0, 0
+    out = []
     for start in tqdm(range(0, len(windows), rows_per_batch), desc="perplexity", unit="batch"):
         chunk = windows[start:start + rows_per_batch]
         length = max(len(w) for w in chunk)
@@ -321,22 +345,29 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int) -> float:
             logits = model(input_ids=input_ids, attention_mask=attention).logits.float()  # (B, T, V)
         # Token t predicts token t+1, so each window scores len-1 tokens.
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-        nll += F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                               ignore_index=-100, reduction="sum").item()
-        count += int((shift_labels != -100).sum())
-    return math.exp(nll / count)
+        nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
+                              reduction="none")  # (B, T-1), 0 at padding
+        out += zip(nll.sum(dim=1).tolist(), (shift_labels != -100).sum(dim=1).tolist(), strict=True)
+    return out
 
 
-def _write_predictions(path: Path, rows: list[dict], replies: list[str], correct: list[bool]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row, reply, ok in zip(rows, replies, correct, strict=True):
-            record = {"prompt": row["prompt"], "prediction": reply, "answer": row["answer"], "correct": ok}
-            if "category" in row:
-                record["category"] = row["category"]
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def perplexity(model, tokenizer, texts: list[str], batch_size: int) -> float:
+    """exp(mean NLL per predicted token) over fixed, non-overlapping windows of the model's context."""
+    windows = window_nll(model, tokenizer, texts, batch_size)
+    return math.exp(sum(nll for nll, _ in windows) / sum(tokens for _, tokens in windows))
+
+
+def _write_items(folder: str, rows: list[dict], replies: list[str], correct: list[bool],
+                 overlap: list[dict], windows: list[tuple[float, int]]) -> None:
+    answers = []
+    for row, reply, ok, scores in zip(rows, replies, correct, overlap, strict=True):
+        record = {"prompt": row["prompt"]}
+        if "category" in row:
+            record["category"] = row["category"]
+        answers.append({**record, "answer": row["answer"], "prediction": reply, "correct": ok, **scores})
+    with atomic_dir(folder) as tmp:
+        write_jsonl(tmp / "answers.jsonl", answers)
+        write_jsonl(tmp / "perplexity.jsonl", ({"nll": nll, "tokens": tokens} for nll, tokens in windows))
 
 
 def run_eval(cfg: EvalConfig) -> Path:
@@ -352,17 +383,20 @@ def run_eval(cfg: EvalConfig) -> Path:
 
     start = time.perf_counter()
     replies = generate(model, tokenizer, [row["prompt"] for row in rows], cfg.max_new_tokens, cfg.batch_size)
-    metrics, correct = exact_match(rows, replies)
-    metrics.update(text_overlap(rows, replies))
-    if texts:
-        metrics["perplexity"] = perplexity(model, tokenizer, texts, cfg.batch_size)
+    metrics, correct = exact_match(rows, replies, seed=cfg.seed)
+    overlap_metrics, overlap = text_overlap(rows, replies, seed=cfg.seed)
+    metrics.update(overlap_metrics)
+    windows = window_nll(model, tokenizer, texts, cfg.batch_size) if texts else []
+    if windows:
+        nll, tokens = zip(*windows, strict=True)
+        metrics.update(to_metrics("perplexity", perplexity_ci(nll, tokens, seed=cfg.seed)))
     metrics["memory_mb"] = model.get_memory_footprint() / 2**20
     metrics["eval_seconds"] = time.perf_counter() - start
     metrics["n_samples"] = len(rows)
     logger.info("%s: %s", cfg.name, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
-    if cfg.predictions:
-        _write_predictions(Path(cfg.predictions), rows, replies, correct)
+    if cfg.items:
+        _write_items(cfg.items, rows, replies, correct, overlap, windows)
     out = Path(cfg.out)
     write_metrics(out, metrics)
     return out

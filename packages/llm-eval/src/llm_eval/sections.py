@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm_eval.items import em_finding, exact_match_diff, load_items
+from llm_eval.stats import from_metrics, verdict
+
 DASH = "—"
 
 
@@ -25,6 +28,9 @@ class Section:
     about: str  # the technique and its paper
     finding: Callable[[dict], str]  # what the numbers show, from the metrics
     goals: Callable[[dict], list[tuple[str, float | None, str, float]]]  # (label, value, op, threshold)
+    # The comparisons this section states, one line each with its 95% interval and a verdict from
+    # llm_eval.stats.verdict ("within noise" when the interval holds no effect); the report opens with them.
+    comparisons: Callable[[dict], list[str]] = lambda m: []
 
 
 def _f(value, digits: int = 2) -> str:
@@ -49,43 +55,101 @@ def _get(m: dict, key: str) -> float | None:
 def _distill_finding(m: dict) -> str:
     if "student_kd_exact_match" not in m:
         return ""
+    gain = m["kd_gain"]  # student_kd minus student_sft, paired over the same prompts
+    if not gain.has_interval:
+        outcome = "no interval (a single test prompt)"
+    elif gain.contains(0.0):
+        outcome = "within noise: this test set cannot tell distillation from the control"
+    else:
+        outcome = f"a real {'gain' if gain.value > 0 else 'loss'} from distillation"
     return (f"The student has {_f(m.get('parameter_ratio'))}x fewer parameters than its teacher and reaches "
             f"{_f(m.get('kd_percent_of_teacher'), 1)}% of the teacher's exact match with distillation, "
             f"{_f(m.get('sft_percent_of_teacher'), 1)}% when the same student is trained by plain SFT on the same "
-            f"data and steps: distillation {'gains' if m.get('kd_gain_over_control', 0) >= 0 else 'loses'} "
-            f"{_f(abs(m.get('kd_gain_over_control', 0.0)), 1)} points over the control.")
+            f"data and steps. Paired over the same test prompts, distillation moves exact match by "
+            f"{gain.fmt(1, signed=True)} points over the control: {outcome}.")
+
+
+# llm-infer's ratios (speedups, tokens/s over a baseline) carry `<key>_lo` / `<key>_hi`, 95% intervals from
+# repeated runs or per-prompt timings; a ratio whose interval holds 1 is no measurable difference.
+_STRATEGIES = {"beam": "beam search", "temperature": "temperature sampling", "top_k": "top-k sampling",
+               "top_p": "top-p sampling", "min_p": "min-p sampling", "repetition_penalty": "repetition penalty",
+               "contrastive": "contrastive search"}
+
+
+def _ratio(m: dict, key: str) -> str:
+    """'3.08 [2.90, 3.25]x', a dash when not measured; ' (within noise: ...)' follows when it holds 1."""
+    estimate = from_metrics(m, key)
+    if estimate is None:
+        return DASH
+    return f"{estimate.fmt(2)}x" + (" (within noise: no measurable difference)" if estimate.contains(1.0) else "")
+
+
+def _speed_lines(what: str, m: dict, pairs: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """A findings line per measured ratio (key, a, b): a's speed over b's, its interval and the verdict."""
+    return [f"{what}, speed: {verdict(from_metrics(m, key), a, b, unit='x', null=1.0, digits=2)}"
+            for key, a, b in pairs if key in m]
+
+
+def _em_vs_greedy(m: dict, strategy: str) -> str:
+    """'29.4 [22.2, 36.6]% exact match (top-p sampling vs greedy: +1.3 [-2.0, 4.6] points, within noise)'."""
+    text = f"{from_metrics(m, f'{strategy}_exact_match').fmt(1)}% exact match"
+    diff = from_metrics(m, f"{strategy}_em_vs_greedy")
+    return text + (f" ({verdict(diff, _STRATEGIES.get(strategy, strategy), 'greedy')})" if diff is not None else "")
 
 
 def _generate_finding(m: dict) -> str:
-    greedy, sampled = m.get("greedy_exact_match"), m.get("temperature_exact_match")
-    if greedy is None:
+    if "greedy_exact_match" not in m:
         return ""
-    text = (f"Greedy decoding scores {_f(greedy, 1)}% exact match with distinct-2 {_f(m.get('greedy_distinct_2'), 1)}; "
-            f"beam search {_f(m.get('beam_exact_match'), 1)}% at {_f(m.get('beam_tokens_per_s'), 0)} tokens/s vs "
-            f"greedy's {_f(m.get('greedy_tokens_per_s'), 0)}.")
-    if sampled is not None:
-        text += (f" Pure temperature sampling raises distinct-2 to {_f(m.get('temperature_distinct_2'), 1)} at "
-                 f"{_f(sampled, 1)}% exact match; top-k, top-p and min-p cut the unlikely tail and sit in between.")
+    text = (f"Greedy decoding scores {from_metrics(m, 'greedy_exact_match').fmt(1)}% exact match with distinct-2 "
+            f"{_f(m.get('greedy_distinct_2'), 1)}")
+    if "beam_exact_match" in m:
+        speed = (f"{_ratio(m, 'beam_tokens_per_s_vs_greedy')} greedy's tokens/s"
+                 if "beam_tokens_per_s_vs_greedy" in m else
+                 f"{_f(m.get('beam_tokens_per_s'), 0)} tokens/s vs greedy's {_f(m.get('greedy_tokens_per_s'), 0)}")
+        text += f"; beam search {_em_vs_greedy(m, 'beam')} at {speed}"
+    text += "."
+    if "temperature_exact_match" in m:
+        text += (f" Pure temperature sampling has distinct-2 {_f(m.get('temperature_distinct_2'), 1)} (greedy "
+                 f"{_f(m.get('greedy_distinct_2'), 1)}) at {_em_vs_greedy(m, 'temperature')}; top-k, top-p and "
+                 f"min-p cut the unlikely tail.")
     return text
+
+
+def _generate_comparisons(m: dict) -> list[str]:
+    strategies = [k.removesuffix("_em_vs_greedy") for k in m if k.endswith("_em_vs_greedy")]
+    return [em_finding("Decoding", from_metrics(m, f"{s}_em_vs_greedy"), _STRATEGIES.get(s, s), "greedy")
+            for s in strategies]
 
 
 def _kv_finding(m: dict) -> str:
     if "kv_speedup" not in m:
         return ""
-    return (f"At {_f(m.get('max_new_tokens'), 0)} new tokens the dynamic KV cache decodes {_f(m['kv_speedup'])}x "
-            f"faster than recomputing the whole sequence each step; the static cache {_f(m.get('static_speedup'))}x"
-            + (f", the fp8-quantized cache {_f(m.get('quantized_speedup'))}x while holding "
+    return (f"At {_f(m.get('max_new_tokens'), 0)} new tokens the dynamic KV cache decodes at "
+            f"{_ratio(m, 'kv_speedup')} the speed of recomputing the whole sequence each step; the static cache at "
+            f"{_ratio(m, 'static_speedup')}"
+            + (f", the fp8-quantized cache at {_ratio(m, 'quantized_speedup')} while holding "
                f"{_f(m.get('quantized_cache_mb'), 3)} MB instead of {_f(m.get('dynamic_cache_mb'), 3)} MB"
                if "quantized_speedup" in m else "") + ".")
+
+
+def _kv_comparisons(m: dict) -> list[str]:
+    return _speed_lines("KV cache", m, (("kv_speedup", "dynamic KV cache", "no cache"),
+                                        ("static_speedup", "static KV cache", "no cache"),
+                                        ("quantized_speedup", "fp8-quantized KV cache", "no cache")))
 
 
 def _attention_finding(m: dict) -> str:
     if "sdpa_speedup" not in m:
         return ""
-    flash = ("flash_attention_2 ran" if m.get("flash_available") else
+    flash = (f"flash_attention_2 ran at {_ratio(m, 'flash_speedup')} eager's speed" if m.get("flash_available") else
              "flash_attention_2 was unavailable here (see the table for why)")
-    return (f"At the longest sequence SDPA is {_f(m['sdpa_speedup'])}x the speed of eager attention, with peak "
-            f"memory {_f(m.get('sdpa_peak_mb'))} MB vs {_f(m.get('eager_peak_mb'))} MB; {flash}.")
+    return (f"At the longest sequence SDPA runs at {_ratio(m, 'sdpa_speedup')} the speed of eager attention, with "
+            f"peak memory {_f(m.get('sdpa_peak_mb'))} MB vs {_f(m.get('eager_peak_mb'))} MB; {flash}.")
+
+
+def _attention_comparisons(m: dict) -> list[str]:
+    return _speed_lines("Attention", m, (("sdpa_speedup", "SDPA", "eager attention"),
+                                         ("flash_speedup", "flash_attention_2", "eager attention")))
 
 
 def _speculative_finding(m: dict) -> str:
@@ -93,21 +157,37 @@ def _speculative_finding(m: dict) -> str:
     for method, label in (("assisted", "assisted decoding with the distilled draft"),
                           ("prompt_lookup", "prompt-lookup decoding")):
         if f"{method}_speedup" in m:
-            parts.append(f"{label} runs at {_f(m[f'{method}_speedup'])}x greedy's speed with "
+            parts.append(f"{label} runs at {_ratio(m, f'{method}_speedup')} greedy's speed with "
                          f"{_f(100 * m.get(f'{method}_acceptance_rate', 0.0), 0)}% of proposed tokens accepted and "
                          f"{_f(100 * m.get(f'{method}_identical_fraction', 0.0), 0)}% of outputs identical to greedy")
-    return ("; ".join(parts) + ".").capitalize() if parts else ""
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:] if parts else ""  # not str.capitalize: it lower-cases everything else
+
+
+def _speculative_comparisons(m: dict) -> list[str]:
+    return _speed_lines("Speculative decoding", m, (("assisted_speedup", "assisted decoding", "greedy"),
+                                                    ("prompt_lookup_speedup", "prompt-lookup decoding", "greedy")))
 
 
 def _batch_finding(m: dict) -> str:
     if "batch_speedup" not in m:
         return ""
-    text = (f"Batch {_f(m.get('largest_batch'), 0)} generates {_f(m['batch_speedup'])}x the tokens/s of batch 1: "
-            f"one forward pass serves many sequences, so fixed per-step costs are shared.")
+    speedup = from_metrics(m, "batch_speedup")
+    why = ("" if speedup.contains(1.0) else
+           ": one forward pass serves many sequences, so fixed per-step costs are shared" if speedup.value > 1 else
+           ": slower, not faster, on this machine")
+    text = f"Batch {_f(m.get('largest_batch'), 0)} generates {_ratio(m, 'batch_speedup')} the tokens/s of batch 1{why}."
     if "continuous_tokens_per_s" in m:
-        text += (f" Continuous batching reaches {_f(m['continuous_tokens_per_s'], 0)} tokens/s "
-                 f"({_f(m.get('continuous_vs_static'))}x static batching at the largest batch).")
+        text += (f" Continuous batching reaches {_f(m['continuous_tokens_per_s'], 0)} tokens/s, "
+                 f"{_ratio(m, 'continuous_vs_static')} static batching at the largest batch.")
     return text
+
+
+def _batch_comparisons(m: dict) -> list[str]:
+    largest = _f(m.get("largest_batch"), 0)
+    return _speed_lines("Batching", m, (("batch_speedup", f"batch {largest}", "batch 1"),
+                                        ("continuous_vs_static", "continuous batching", f"static batch {largest}"),
+                                        ("vllm_vs_static", "vLLM", f"static batch {largest}")))
 
 
 def _serve_finding(m: dict) -> str:
@@ -133,7 +213,8 @@ SECTIONS = {
         "on the same data and steps, so the difference is the teacher's signal alone.",
         _distill_finding,
         lambda m: [("distilled student exact match, % of teacher", m.get("kd_percent_of_teacher"), "info", 0),
-                   ("distillation gain over the SFT control (points)", m.get("kd_gain_over_control"), "info", 0)],
+                   ("distillation gain over the SFT control (points)", m.get("kd_gain"), "info", 0)],
+        lambda m: [em_finding("Distillation", m["kd_gain"], "student_kd", "student_sft")],
     ),
     "generate": Section(
         "Decoding strategies", "infer_generate.json", "infer_generate",
@@ -144,7 +225,7 @@ SECTIONS = {
         "hub repo for transformers' custom_generate, so offline it is listed as unavailable. Accuracy is exact "
         "match on the checkable test prompts, diversity is distinct-2 (unique bigrams / bigrams; Li et al. "
         "2016, arXiv:1510.03055).",
-        _generate_finding, lambda m: [],
+        _generate_finding, lambda m: [], _generate_comparisons,
     ),
     "kv_cache": Section(
         "KV cache", "infer_kv_cache.json", "infer_kv_cache",
@@ -157,6 +238,7 @@ SECTIONS = {
         _kv_finding,
         lambda m: [(f"KV cache speedup over no cache at {_f(m.get('max_new_tokens'), 0)} new tokens (x)",
                     m.get("kv_speedup"), ">=", 5)],
+        _kv_comparisons,
     ),
     "attention": Section(
         "Attention implementations", "infer_attention.json", "infer_attention",
@@ -165,7 +247,7 @@ SECTIONS = {
         "memory-efficient or flash kernel when it can; flash_attention_2 (Dao et al. 2022, arXiv:2205.14135; "
         "Dao 2023, arXiv:2307.08691) tiles the computation in GPU SRAM so memory grows linearly with the "
         "sequence, and needs a CUDA GPU and the flash-attn package.",
-        _attention_finding, lambda m: [],
+        _attention_finding, lambda m: [], _attention_comparisons,
     ),
     "speculative": Section(
         "Speculative decoding", "infer_speculative.json", "infer_speculative",
@@ -179,6 +261,7 @@ SECTIONS = {
         lambda m: [(f"{name} speedup over greedy at identical output (x)",
                     m.get(f"{name}_speedup") if m.get(f"{name}_identical_fraction") == 1.0 else 0.0, ">=", 1.5)
                    for name in ("assisted", "prompt_lookup") if f"{name}_speedup" in m],
+        _speculative_comparisons,
     ),
     "batch": Section(
         "Batching", "infer_batch.json", "infer_batch",
@@ -189,6 +272,7 @@ SECTIONS = {
         _batch_finding,
         lambda m: [(f"batch-{_f(m.get('largest_batch'), 0)} throughput over batch 1 (x)",
                     m.get("batch_speedup"), ">=", 5)],
+        _batch_comparisons,
     ),
     "serve": Section(
         "Serving", "infer_serve.json", "infer_serve",
@@ -220,8 +304,13 @@ def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], [[_cell(cell) for cell in row] for row in rows[1:]]
 
 
-def distill_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], teacher: str) -> dict:
-    """Join train_student_<kd|sft>.json with the eval rows of teacher and students into one flat dict."""
+def distill_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], teacher: str,
+                    items_dir: str | Path = "reports/items") -> dict:
+    """Join train_student_<kd|sft>.json with the eval rows of teacher and students into one dict.
+
+    Besides numbers it holds `<row>_exact_match_ci` (the eval's interval) and `kd_gain`, the paired
+    student_kd minus student_sft exact match over the same prompts (from the per-item results).
+    """
     out = {}
     for name in ("kd", "sft"):
         path = metrics_dir / f"train_student_{name}.json"
@@ -235,25 +324,39 @@ def distill_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], teache
         path = metrics_dir / f"eval_{name}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no eval metrics (run `dvc repro eval@{name}`)")
-        out[f"{'teacher' if name == teacher else name}_exact_match"] = read_json(path).get("exact_match")
+        label = "teacher" if name == teacher else name
+        metrics = read_json(path)
+        out[f"{label}_exact_match"] = metrics.get("exact_match")
+        out[f"{label}_exact_match_ci"] = from_metrics(metrics, "exact_match")
     t, kd, sft = out["teacher_exact_match"], out["student_kd_exact_match"], out["student_sft_exact_match"]
     if t:
         out["kd_percent_of_teacher"] = 100.0 * kd / t
         out["sft_percent_of_teacher"] = 100.0 * sft / t
     out["kd_gain_over_control"] = kd - sft
+    out["kd_gain"] = exact_match_diff(load_items(items_dir, "student_kd"), load_items(items_dir, "student_sft"))
     return out
 
 
+def _distill_em(metrics: dict, label: str) -> str:
+    """'value [lo, hi]': a distillation row's exact match with its interval over test items."""
+    estimate = metrics[f"{label}_exact_match_ci"]
+    return DASH if estimate is None else estimate.fmt(1)
+
+
 def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callable[[Path], dict],
-          teacher: str = "sft_full") -> tuple[list[tuple], dict[str, bytes], list[tuple]]:
-    """(blocks, images by file name, goals as (label, value, op, threshold)) for the named sections."""
-    blocks, images, goal_rows = [], {}, []
+          teacher: str = "sft_full", items_dir: str = "reports/items",
+          ) -> tuple[list[tuple], dict[str, bytes], list[tuple], list[str]]:
+    """(blocks, images by file name, goals as (label, value, op, threshold), comparison lines).
+
+    `items_dir` holds the per-item results (llm-eval run --items) that paired comparisons resample.
+    """
+    blocks, images, goal_rows, comparisons = [], {}, [], []
     for name in names:
         if name not in SECTIONS:
             raise ValueError(f"unknown report section {name!r}; choose from: {', '.join(SECTIONS)}")
         section = SECTIONS[name]
         if name == "distill":
-            metrics = distill_metrics(Path(metrics_dir), read_json, teacher)
+            metrics = distill_metrics(Path(metrics_dir), read_json, teacher, items_dir)
         else:
             path = Path(metrics_dir) / section.metrics
             if not path.is_file():
@@ -265,12 +368,12 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             blocks.append(("p", finding))
         if name == "distill":
             blocks.append(("table", ["model", "parameters", "exact match", "% of teacher"], [
-                [teacher + " (teacher)", _f(metrics.get("teacher_parameters")), _f(metrics["teacher_exact_match"], 1),
+                [teacher + " (teacher)", _f(metrics.get("teacher_parameters")), _distill_em(metrics, "teacher"),
                  "100.0"],
-                ["student_kd (distilled)", _f(metrics.get("student_parameters")),
-                 _f(metrics["student_kd_exact_match"], 1), _f(metrics.get("kd_percent_of_teacher"), 1)],
-                ["student_sft (control)", _f(metrics.get("student_parameters")),
-                 _f(metrics["student_sft_exact_match"], 1), _f(metrics.get("sft_percent_of_teacher"), 1)],
+                ["student_kd (distilled)", _f(metrics.get("student_parameters")), _distill_em(metrics, "student_kd"),
+                 _f(metrics.get("kd_percent_of_teacher"), 1)],
+                ["student_sft (control)", _f(metrics.get("student_parameters")), _distill_em(metrics, "student_sft"),
+                 _f(metrics.get("sft_percent_of_teacher"), 1)],
             ]))
         folder = Path(plots_dir) / f"infer_{name}"
         for table in sorted(folder.glob("*.csv")):
@@ -281,7 +384,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             images[file] = png.read_bytes()
             blocks.append(("img", file, f"{section.title}: {png.stem.replace('_', ' ')}"))
         goal_rows += section.goals(metrics)
-    return blocks, images, goal_rows
+        comparisons += section.comparisons(metrics)
+    return blocks, images, goal_rows, comparisons
 
 
 __all__ = ["SECTIONS", "build", "distill_metrics"]

@@ -10,7 +10,9 @@ FlashAttention-2 (Dao 2023, arXiv:2307.08691) re-partitions the work across thre
 for about 2x more speed. `flash_attention_2` needs a CUDA GPU, the `flash-attn` package and 16-bit
 weights; otherwise it is reported unavailable with the reason. Each implementation loads the model
 once (`attn_implementation=...`) and times one prefill forward (no cache) on seeded random token ids
-of each length; logits are compared with the first implementation's (max abs difference).
+of each length, `--repeats` times: the mean is reported, and each speedup over eager (the ratio of mean
+times) gets a 95% interval bootstrapped over the repeats. Logits are compared with the first
+implementation's (max abs difference).
 
 Peak memory is measured, not computed: on CUDA, `torch.cuda.max_memory_allocated` during the
 forward minus what was allocated before it (the weights and the inputs); on CPU, a separate forward
@@ -27,6 +29,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from llm_infer.runtime import (
     machine,
     parse_int_list,
     plain_log_labels,
+    put_estimate,
     require_model,
     timed,
     write_plot,
@@ -59,7 +63,11 @@ class AttentionConfig:
     implementations: str = field(
         default=",".join(IMPLEMENTATIONS), metadata={"help": f"Comma list of: {', '.join(IMPLEMENTATIONS)}."}
     )
-    repeats: int = field(default=3, metadata={"help": "Timed forward passes per length; the fastest is kept."})
+    repeats: int = field(
+        default=3,
+        metadata={"help": "Timed forward passes per length: their mean is reported, their spread gives each "
+                  "speedup's 95% interval (needs >= 2)."},
+    )
     dtype: str = field(
         default="auto",
         metadata={"help": f"Weights dtype: auto (bfloat16 on CUDA, float32 on CPU) or {', '.join(DTYPES)}; "
@@ -168,6 +176,7 @@ def run_attention(cfg: AttentionConfig) -> Path:
     require_model(cfg.model)
     device, dtype, lengths = device_name(), cfg.resolved_dtype(), cfg.length_list()
     table, reference = [], {}
+    runs = {}  # (implementation, length) -> seconds of each timed forward
     blank = dict.fromkeys(_COLUMNS, "")
     for impl in cfg.implementation_list():
         reason = flash_unavailable_reason(dtype) if impl == "flash_attention_2" else ""
@@ -192,7 +201,8 @@ def run_attention(cfg: AttentionConfig) -> Path:
                     return model(input_ids=ids, use_cache=False).logits  # (B, T, V)
 
             logits = forward().float().cpu()  # warm-up, and the logits compared across implementations
-            _, seconds = timed(forward, device, cfg.repeats)
+            _, runs[impl, seq_len] = timed(forward, device, cfg.repeats)
+            seconds = statistics.fmean(runs[impl, seq_len])
             peak = (_cuda_peak_bytes if device == "cuda" else cpu_peak_bytes)(forward)
             diff = float((logits - reference[seq_len]).abs().max()) if seq_len in reference else 0.0
             reference.setdefault(seq_len, logits)
@@ -204,7 +214,7 @@ def run_attention(cfg: AttentionConfig) -> Path:
                         peak / 2**20, diff)
         del model
         _free(device)
-    metrics = _metrics(table, lengths)
+    metrics = _metrics(table, runs, lengths)
     if cfg.plots:
         with atomic_dir(cfg.plots) as tmp:
             write_table(tmp / "attention.csv", table)
@@ -223,7 +233,9 @@ def growth_exponent(points: list[tuple[int, float]]) -> float | None:
     return math.log(m1 / m0) / math.log(t1 / t0)
 
 
-def _metrics(table: list[dict], lengths: list[int]) -> dict:
+def _metrics(table: list[dict], runs: dict, lengths: list[int]) -> dict:
+    from llm_eval.stats import speedup_ci
+
     ok = [r for r in table if r["status"] == "ok"]
     longest = lengths[-1]
     at = {r["implementation"]: r for r in ok if r["seq_len"] == longest}
@@ -238,7 +250,7 @@ def _metrics(table: list[dict], lengths: list[int]) -> dict:
     if "eager" in at:
         for impl, key in (("sdpa", "sdpa_speedup"), ("flash_attention_2", "flash_speedup")):
             if impl in at:
-                metrics[key] = at["eager"]["seconds"] / at[impl]["seconds"]
+                put_estimate(metrics, key, speedup_ci(runs["eager", longest], runs[impl, longest]))
     if ok:
         metrics["max_logit_diff"] = max(r["max_logit_diff"] for r in ok)
     return metrics

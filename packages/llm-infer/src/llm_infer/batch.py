@@ -10,8 +10,9 @@ Transformer-Based Generative Models"); vLLM adds a paged KV cache so the slots n
 (PagedAttention, Kwon et al. 2023, arXiv:2309.06180). This command decodes the same prompts greedily with
 `model.generate` on chunks of each batch size, with transformers' continuous batching
 (`init_continuous_batching`, paged KV cache) and, on a CUDA GPU with vllm installed, with `vllm.LLM`;
-it reports generated tokens/s (real tokens only, up to each reply's EOS) and checks the replies equal
-batch-1 greedy.
+it reports generated tokens/s (real tokens only, up to each reply's EOS; the mean time over `--repeats`
+runs) and checks the replies equal batch-1 greedy. Each throughput ratio (every batch size over batch 1,
+continuous and vLLM over the largest static batch) gets a 95% interval bootstrapped over the repeats.
 
     llm-infer batch --model models/sft-full --data data/synth/sft --batch_sizes 1,2,4,8,16 \\
         --metrics reports/metrics/infer_batch.json --plots reports/plots/infer_batch
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,8 @@ from llm_infer.runtime import (
     load_prompts,
     machine,
     parse_int_list,
+    put_estimate,
+    rate_ratio_ci,
     render,
     timed,
     write_plot,
@@ -72,10 +76,15 @@ class BatchConfig:
     vllm_gpu_memory: float = field(
         default=0.5, metadata={"help": "vllm: fraction of GPU memory it may take (the transformers model stays)."}
     )
-    repeats: int = field(default=1, metadata={"help": "Timed runs per measurement; the fastest counts."})
+    repeats: int = field(
+        default=3,
+        metadata={"help": "Timed runs per measurement: their mean is reported, their spread gives each "
+                  "throughput ratio's 95% interval (needs >= 2)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed (decoding is greedy; this fixes anything else random)."})
     metrics: str = field(
-        default="", metadata={"help": "Flat metrics JSON (tokens_per_s_batch_<N>, batch_speedup, ...); '' = skip."}
+        default="",
+        metadata={"help": "Flat metrics JSON (tokens_per_s_batch_<N>, batch_speedup with _lo/_hi, ...); '' = skip."},
     )
     plots: str = field(
         default="", metadata={"help": "Folder for batch.csv and batch_throughput.png; '' = skip."}
@@ -142,8 +151,8 @@ def _static(model, batches: list, cfg: BatchConfig, eos: set[int], pad_id: int, 
 
 
 def _continuous(model, prompt_ids: list[list[int]], cfg: BatchConfig, eos: set[int], pad_id: int,
-                concurrency: int) -> tuple[list[list[int]], float]:
-    """Greedy replies of all prompts through transformers' continuous batching, and the best wall seconds.
+                concurrency: int) -> tuple[list[list[int]], list[float]]:
+    """Greedy replies of all prompts through transformers' continuous batching, and the wall seconds of each run.
 
     The manager is built and warmed up outside the timed region (as a server would be); prefix sharing is
     off so no run reuses the KV blocks of an earlier one (static batching has no such cache either).
@@ -206,8 +215,8 @@ def _continuous(model, prompt_ids: list[list[int]], cfg: BatchConfig, eos: set[i
 # ----------------------------------------------------------------------------- vLLM
 
 
-def _vllm(prompt_ids: list[list[int]], cfg: BatchConfig, eos: set[int]) -> tuple[list[list[int]], float]:
-    """Greedy replies of all prompts through vLLM (same token ids in), and the best wall seconds."""
+def _vllm(prompt_ids: list[list[int]], cfg: BatchConfig, eos: set[int]) -> tuple[list[list[int]], list[float]]:
+    """Greedy replies of all prompts through vLLM (same token ids in), and the wall seconds of each run."""
     import gc
 
     import torch
@@ -248,11 +257,12 @@ def _matches(replies: list[list[int]], reference: list[list[int]]) -> int:
     return sum(a == b for a, b in zip(replies, reference, strict=True))
 
 
-def _row(engine: str, batch_size, replies=None, seconds=None, n_batches=None, reference=None, status="ok") -> dict:
+def _row(engine: str, batch_size, replies=None, runs=None, n_batches=None, reference=None, status="ok") -> dict:
+    """One CSV row; `runs` are the seconds of each timed run, and the row reports their mean."""
     if replies is None:
         return {"engine": engine, "batch_size": batch_size, "tokens_per_s": "", "seconds": "", "latency_s": "",
                 "new_tokens": "", "matches": "", "match_fraction": "", "status": status}
-    tokens = sum(len(r) for r in replies)
+    tokens, seconds = sum(len(r) for r in replies), statistics.fmean(runs)
     matches = _matches(replies, reference)
     return {"engine": engine, "batch_size": batch_size, "tokens_per_s": tokens / seconds, "seconds": seconds,
             "latency_s": seconds / n_batches if n_batches else "", "new_tokens": tokens, "matches": matches,
@@ -301,36 +311,41 @@ def run_batch(cfg: BatchConfig) -> Path:
         reference = _static(model, singles, cfg, eos, pad_id, desc="batch-1 reference")
 
     table, metrics = [], {"prompts": cfg.n_prompts, "max_new_tokens": cfg.max_new_tokens}
+    runs = {}  # static batch size, or engine name -> seconds of each timed run
     if "static" in engines:
         for size in tqdm(sizes, desc="static batch sizes", unit="size"):
             # Encoded before timing: tokenizing is not decoding, and the other engines get token ids too.
             batches = singles if size == 1 else [encode(tokenizer, c, device) for c in _chunks(prompts, size)]
             _static(model, batches[:1], cfg, eos, pad_id)  # warm-up
             torch.manual_seed(cfg.seed)
-            replies, seconds = timed(
+            replies, runs[size] = timed(
                 lambda b=batches, d=f"batch {size}": _static(model, b, cfg, eos, pad_id, desc=d), device, cfg.repeats,
             )
             reference = replies if size == 1 else reference
-            row = _row("static", size, replies, seconds, len(batches), reference)
+            row = _row("static", size, replies, runs[size], len(batches), reference)
             table.append(row)
             metrics[f"tokens_per_s_batch_{size}"] = row["tokens_per_s"]
             metrics[f"latency_s_batch_{size}"] = row["latency_s"]
             metrics[f"match_fraction_batch_{size}"] = row["match_fraction"]
+            if size > 1 and 1 in sizes:
+                put_estimate(metrics, f"speedup_batch_{size}",
+                             rate_ratio_ci(row["new_tokens"], runs[size], table[0]["new_tokens"], runs[1]))
             logger.info("static batch %d: %.0f tokens/s, %.3f s per batch, %d/%d replies equal batch-1", size,
                         row["tokens_per_s"], row["latency_s"], row["matches"], cfg.n_prompts)
         largest = table[-1]
         metrics["largest_batch"] = largest["batch_size"]
         if 1 in sizes:
-            metrics["batch_speedup"] = largest["tokens_per_s"] / table[0]["tokens_per_s"]
+            put_estimate(metrics, "batch_speedup",
+                         rate_ratio_ci(largest["new_tokens"], runs[max(sizes)], table[0]["new_tokens"], runs[1]))
 
     others = [e for e in engines if e != "static"]
     for engine in tqdm(others, desc="engines", unit="engine", disable=not others):
         concurrency = cfg.continuous_max_requests or max(sizes)
         try:
             if engine == "continuous":
-                replies, seconds = _continuous(model, prompt_ids, cfg, eos, pad_id, concurrency)
+                replies, runs[engine] = _continuous(model, prompt_ids, cfg, eos, pad_id, concurrency)
             else:
-                replies, seconds = _vllm(prompt_ids, cfg, eos)
+                replies, runs[engine] = _vllm(prompt_ids, cfg, eos)
                 concurrency = ""  # vLLM's own scheduler decides
         except Unavailable as e:
             logger.warning("%s: unavailable: %s", engine, e)
@@ -345,13 +360,14 @@ def run_batch(cfg: BatchConfig) -> Path:
             table.append(_row(engine, "", status=f"unavailable: {reason}"))
             metrics["continuous_available"] = 0
             continue
-        row = _row(engine, concurrency, replies, seconds, None, reference)
+        row = _row(engine, concurrency, replies, runs[engine], None, reference)
         table.append(row)
         metrics[f"{engine}_available"] = 1
         metrics[f"{engine}_tokens_per_s"] = row["tokens_per_s"]
         metrics[f"{engine}_match_fraction"] = row["match_fraction"]
         if "largest_batch" in metrics:
-            metrics[f"{engine}_vs_static"] = row["tokens_per_s"] / metrics[f"tokens_per_s_batch_{max(sizes)}"]
+            put_estimate(metrics, f"{engine}_vs_static",
+                         rate_ratio_ci(row["new_tokens"], runs[engine], largest["new_tokens"], runs[max(sizes)]))
         logger.info("%s: %.0f tokens/s, %d/%d replies equal batch-1 greedy", engine, row["tokens_per_s"],
                     row["matches"], cfg.n_prompts)
         if row["matches"] < cfg.n_prompts:

@@ -10,7 +10,9 @@ seen (Keskar et al. 2019, arXiv:1909.05858). Contrastive search (Su et al. 2022,
 tried too: transformers 5 moved it to a hub `custom_generate` repo, so offline it is reported
 unavailable with the library's reason. Each strategy runs on the same test prompts and is scored on
 exact match, distinct-n (unique n-grams / all n-grams of the replies; Li et al. 2016, arXiv:1510.03055)
-and generated tokens per second.
+and generated tokens per second. Each strategy is compared with greedy on the same prompts: the exact
+match difference is bootstrapped over prompts (paired: prompt difficulty cancels), the tokens/s ratio
+over the prompt batches, each timed once per strategy; both come with a 95% interval (`_lo`, `_hi`).
 
     llm-infer generate --model models/sft-full --data data/synth/sft \\
         --metrics reports/metrics/infer_generate.json --plots reports/plots/infer_generate
@@ -24,7 +26,16 @@ from pathlib import Path
 
 from llm_data.io import write_metrics
 
-from llm_infer.runtime import encode, eos_ids, load_model, load_prompts, timed, write_table
+from llm_infer.runtime import (
+    encode,
+    eos_ids,
+    load_model,
+    load_prompts,
+    paired_rate_ratio_ci,
+    put_estimate,
+    timed,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 STRATEGIES = (
@@ -56,7 +67,11 @@ class GenerateConfig:
     )
     penalty_alpha: float = field(default=0.6, metadata={"help": "contrastive: degeneration penalty alpha (k=top_k)."})
     seed: int = field(default=0, metadata={"help": "Seed set before each strategy, so sampling is reproducible."})
-    metrics: str = field(default="", metadata={"help": "Flat metrics JSON (<strategy>_exact_match, ...); '' = skip."})
+    metrics: str = field(
+        default="",
+        metadata={"help": "Flat metrics JSON (<strategy>_exact_match, <strategy>_em_vs_greedy, ... with _lo/_hi "
+                  "95% intervals); '' = skip."},
+    )
     plots: str = field(default="", metadata={"help": "Folder for generate.csv (one row per strategy); '' = skip."})
 
     def __post_init__(self):
@@ -112,7 +127,9 @@ def _reply_ids(new_ids, stop_ids: set[int]) -> list[list[int]]:
     return replies
 
 
-def _decode_all(model, tokenizer, prompts: list[str], cfg: GenerateConfig, strategy: str) -> list[list[int]]:
+def _decode_all(model, tokenizer, prompts: list[str], cfg: GenerateConfig,
+                strategy: str) -> tuple[list[list[int]], list[float]]:
+    """Every prompt's reply (new token ids), and the wall seconds of each batch of `batch_size` prompts."""
     import torch
     from transformers import GenerationConfig
 
@@ -123,36 +140,55 @@ def _decode_all(model, tokenizer, prompts: list[str], cfg: GenerateConfig, strat
     )
     stop_ids = {tokenizer.pad_token_id, *eos}
     torch.manual_seed(cfg.seed)
-    replies = []
+    replies, seconds = [], []
     for start in range(0, len(prompts), cfg.batch_size):
         batch = encode(tokenizer, prompts[start:start + cfg.batch_size], model.device)
         with torch.no_grad():
-            ids = model.generate(**batch, generation_config=gen_config)  # (B, T_prompt + T_new)
-        replies += _reply_ids(ids[:, batch["input_ids"].shape[1]:], stop_ids)
-    return replies
+            ids, (batch_seconds,) = timed(lambda b=batch: model.generate(**b, generation_config=gen_config),
+                                          model.device.type)
+        replies += _reply_ids(ids[:, batch["input_ids"].shape[1]:], stop_ids)  # ids: (B, T_prompt + T_new)
+        seconds.append(batch_seconds)
+    return replies, seconds
 
 
 def _unavailable(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
+def _compare_with_greedy(measured: dict, metrics: dict) -> None:
+    """`<strategy>_em_vs_greedy` (points, paired over prompts) and `<strategy>_tokens_per_s_vs_greedy`
+    (x, paired over batches), each with its 95% interval."""
+    from llm_eval.stats import paired_diff_ci
+
+    if "greedy" not in measured:
+        return
+    greedy_correct, greedy_tokens, greedy_seconds = measured["greedy"]
+    for strategy, (correct, tokens, seconds) in measured.items():
+        if strategy == "greedy":
+            continue
+        put_estimate(metrics, f"{strategy}_em_vs_greedy", paired_diff_ci(correct, greedy_correct, scale=100.0))
+        if sum(greedy_tokens) > 0:  # a ratio over no greedy tokens is undefined
+            put_estimate(metrics, f"{strategy}_tokens_per_s_vs_greedy",
+                         paired_rate_ratio_ci(tokens, seconds, greedy_tokens, greedy_seconds))
+
+
 def run_generate(cfg: GenerateConfig) -> Path:
     from llm_eval.run import exact_match
+    from llm_eval.stats import mean_ci
     from tqdm.auto import tqdm
 
     model, tokenizer = load_model(cfg.model)
     rows = load_prompts(cfg.data, cfg.split, cfg.max_samples)
     prompts = [row["prompt"] for row in rows]
     table, metrics = [], {"prompts": len(prompts)}
+    measured = {}  # strategy -> (per-prompt correct, per-batch tokens, per-batch seconds): the paired items
     # Warm-up: the first generate call pays one-off allocations that would be billed to the first strategy.
     _decode_all(model, tokenizer, prompts[:cfg.batch_size], cfg, "greedy")
     for strategy in tqdm(cfg.strategy_list(), desc="strategies", unit="strategy"):
         row = {"strategy": strategy, "status": "ok", "reason": "", "exact_match": "", "distinct_1": "",
                "distinct_2": "", "mean_tokens": "", "tokens_per_s": ""}
         try:
-            replies, seconds = timed(
-                lambda s=strategy: _decode_all(model, tokenizer, prompts, cfg, s), model.device.type
-            )
+            replies, seconds = _decode_all(model, tokenizer, prompts, cfg, strategy)
         except (ValueError, OSError, RuntimeError) as e:
             # transformers raises these when a strategy needs a hub repo (offline) or is not supported.
             row.update(status="unavailable", reason=_unavailable(e))
@@ -160,17 +196,20 @@ def run_generate(cfg: GenerateConfig) -> Path:
             table.append(row)
             continue
         texts = tokenizer.batch_decode(replies, skip_special_tokens=True)
-        scores, _ = exact_match(rows, texts)
-        n_tokens = sum(len(r) for r in replies)
+        scores, correct = exact_match(rows, texts)
+        tokens = [sum(map(len, replies[i:i + cfg.batch_size])) for i in range(0, len(replies), cfg.batch_size)]
         row.update(
             exact_match=scores["exact_match"], distinct_1=distinct_n(replies, 1), distinct_2=distinct_n(replies, 2),
-            mean_tokens=n_tokens / len(replies), tokens_per_s=n_tokens / seconds,
+            mean_tokens=sum(tokens) / len(replies), tokens_per_s=sum(tokens) / sum(seconds),
         )
-        for key in ("exact_match", "distinct_1", "distinct_2", "tokens_per_s"):
+        measured[strategy] = (correct, tokens, seconds)
+        put_estimate(metrics, f"{strategy}_exact_match", mean_ci(correct, scale=100.0))
+        for key in ("distinct_1", "distinct_2", "tokens_per_s"):
             metrics[f"{strategy}_{key}"] = row[key]
         logger.info("%s: EM %.1f, distinct-2 %.1f, %.0f tokens/s", strategy, row["exact_match"],
                     row["distinct_2"], row["tokens_per_s"])
         table.append(row)
+    _compare_with_greedy(measured, metrics)
     if cfg.plots:
         write_table(Path(cfg.plots) / "generate.csv", table)
     write_metrics(cfg.metrics, metrics)

@@ -11,8 +11,9 @@ quantized cache (`QuantizedCache`, after KIVI, Liu et al. 2024, arXiv:2402.02750
 values in fewer bits. Here its `fp8` backend is used (float8 e4m3 with one scale per layer's keys and
 one per values, no extra package); the `quanto` and `hqq` backends need packages the project lacks.
 Each cache greedily generates exactly N tokens (EOS suppressed) from the same prompt batch; the
-command records tokens/s, the bytes the cache holds after generation, and whether the tokens equal
-the no-cache tokens.
+command records tokens/s (the mean over `--repeats` timed runs), the bytes the cache holds after
+generation, and whether the tokens equal the no-cache tokens. Each speedup over no cache is the ratio of
+mean times, with a 95% interval bootstrapped over the repeated runs (`kv_speedup_lo`, `kv_speedup_hi`).
 
 Memory: `cache_mb` is the sum of the cache's tensors after generation (fp8 storage plus scales for the
 quantized cache; the whole pre-allocated buffer for the static one; 0 without a cache). `peak_mb` is
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from llm_infer.runtime import (
     machine,
     parse_int_list,
     plain_log_labels,
+    put_estimate,
     timed,
     write_plot,
     write_table,
@@ -67,7 +70,11 @@ class KVCacheConfig:
     )
     caches: str = field(default=",".join(CACHES), metadata={"help": f"Comma list of: {', '.join(CACHES)}."})
     batch_size: int = field(default=1, metadata={"help": "Prompts generated together (the test split's first ones)."})
-    repeats: int = field(default=2, metadata={"help": "Timed runs per cache and length; the fastest is kept."})
+    repeats: int = field(
+        default=3,
+        metadata={"help": "Timed runs per cache and length: their mean is reported, their spread gives each "
+                  "speedup's 95% interval (needs >= 2)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed set before each run (decoding is greedy)."})
     metrics: str = field(default="", metadata={"help": "Flat metrics JSON (kv_speedup, ...); '' = skip."})
     plots: str = field(
@@ -185,6 +192,7 @@ def run_kv_cache(cfg: KVCacheConfig) -> Path:
                     "timing", prompt_len, lengths[-1], limit)
     wrap, peak = _peak_tracker(device)
     tokens, table, unavailable = {}, [], {}
+    runs = {}  # (cache, new tokens) -> seconds of each timed run
     pad_id = tokenizer.pad_token_id
     for cache, n in tqdm([(c, n) for c in caches for n in lengths], desc="cache x length", unit="run"):
         if cache in unavailable:
@@ -204,8 +212,9 @@ def run_kv_cache(cfg: KVCacheConfig) -> Path:
         tokens[cache, n] = new.cpu()
         cache_mb = tensor_bytes(out.past_key_values) / 2**20 if out.past_key_values is not None else 0.0
         del out
-        _, seconds = timed(wrap(lambda c=cache, n=n: _generate(model, batch, c, n, pad_id, cfg.seed)), device,
-                           cfg.repeats)
+        _, runs[cache, n] = timed(wrap(lambda c=cache, n=n: _generate(model, batch, c, n, pad_id, cfg.seed)),
+                                  device, cfg.repeats)
+        seconds = statistics.fmean(runs[cache, n])
         table.append({"cache": cache, "new_tokens": n, "batch_size": cfg.batch_size, "status": "ok", "reason": "",
                       "seconds": seconds, "tokens_per_s": n * cfg.batch_size / seconds, "cache_mb": cache_mb,
                       "peak_mb": "" if math.isnan(peak["peak_mb"]) else peak["peak_mb"], "matches_no_cache": "",
@@ -220,7 +229,7 @@ def run_kv_cache(cfg: KVCacheConfig) -> Path:
         if not row["matches_no_cache"]:
             logger.warning("%s cache, %d tokens: %.0f%% of tokens equal the no-cache ones", row["cache"],
                            row["new_tokens"], 100 * row["token_agreement"])
-    metrics = _metrics(table, cfg, lengths[-1], prompt_len)
+    metrics = _metrics(table, runs, cfg, lengths[-1], prompt_len)
     for row in table:
         if row["status"] == "ok":
             logger.info("%-9s %4d tokens: %8.1f tokens/s, cache %.3f MB", row["cache"], row["new_tokens"],
@@ -234,7 +243,9 @@ def run_kv_cache(cfg: KVCacheConfig) -> Path:
     return Path(cfg.plots or cfg.metrics or ".")
 
 
-def _metrics(table: list[dict], cfg: KVCacheConfig, longest: int, prompt_len: int) -> dict:
+def _metrics(table: list[dict], runs: dict, cfg: KVCacheConfig, longest: int, prompt_len: int) -> dict:
+    from llm_eval.stats import speedup_ci
+
     at = {r["cache"]: r for r in table if r["status"] == "ok" and r["new_tokens"] == longest}
     metrics = {"max_new_tokens": longest, "batch_size": cfg.batch_size, "prompt_tokens": prompt_len}
     for cache, row in at.items():
@@ -248,8 +259,8 @@ def _metrics(table: list[dict], cfg: KVCacheConfig, longest: int, prompt_len: in
     if "none" in at:
         for cache, key in (("dynamic", "kv_speedup"), ("static", "static_speedup"),
                            ("quantized", "quantized_speedup")):
-            if cache in at:
-                metrics[key] = at[cache]["tokens_per_s"] / at["none"]["tokens_per_s"]
+            if cache in at:  # same tokens both ways: the ratio of mean times is the tokens/s ratio
+                put_estimate(metrics, key, speedup_ci(runs["none", longest], runs[cache, longest]))
     return metrics
 
 

@@ -104,16 +104,52 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[object, float]:
-    """(last result, best wall seconds over `repeats` runs): the minimum is the least noisy estimate."""
-    best, result = float("inf"), None
+def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[object, list[float]]:
+    """(last result, wall seconds of each of `repeats` runs).
+
+    Callers report the mean of the runs and, from their spread, a 95% interval on every ratio they
+    state (`llm_eval.stats.speedup_ci`): one best-of number hides how much the timing moves run to run.
+    """
+    seconds, result = [], None
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
         result = fn()
         sync(device)
-        best = min(best, time.perf_counter() - start)
-    return result, best
+        seconds.append(time.perf_counter() - start)
+    return result, seconds
+
+
+def put_estimate(metrics: dict, key: str, estimate) -> None:
+    """Add `key` and its 95% interval `<key>_lo`, `<key>_hi` to flat metrics (`llm_eval.stats.to_metrics`).
+
+    Without an interval (one run) only `key` is written; an infinite bound (a resample whose baseline made
+    no tokens) is dropped too, as JSON has no infinity.
+    """
+    from llm_eval.stats import Estimate, to_metrics
+
+    if not (math.isfinite(estimate.lo) and math.isfinite(estimate.hi)):
+        estimate = Estimate(estimate.value, math.nan, math.nan)
+    metrics.update(to_metrics(key, estimate))
+
+
+def rate_ratio_ci(work_a: float, seconds_a: Sequence[float], work_b: float, seconds_b: Sequence[float]):
+    """(work_a / mean seconds_a) / (work_b / mean seconds_b): throughput of A over B from repeated runs
+    of a fixed amount of work each (tokens that do not change run to run), with its 95% interval."""
+    from llm_eval.stats import Estimate, speedup_ci
+
+    scale = work_a / work_b
+    speedup = speedup_ci(seconds_b, seconds_a)
+    return Estimate(scale * speedup.value, scale * speedup.lo, scale * speedup.hi)
+
+
+def paired_rate_ratio_ci(work_a: Sequence[float], seconds_a: Sequence[float], work_b: Sequence[float],
+                         seconds_b: Sequence[float]):
+    """(sum work_a / sum seconds_a) / (sum work_b / sum seconds_b) over the same items (e.g. prompt batches
+    decoded both ways), resampling whole items: tokens/s of A over B with its 95% interval."""
+    from llm_eval.stats import bootstrap
+
+    return bootstrap([work_a, seconds_a, work_b, seconds_b], lambda wa, sa, wb, sb: (wa / sa) / (wb / sb))
 
 
 def write_table(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
@@ -183,5 +219,6 @@ def plain_log_labels(axis) -> None:
 
 __all__ = [
     "DTYPES", "atomic_dir", "device_name", "encode", "eos_ids", "load_model", "load_prompts", "machine",
-    "parse_int_list", "plain_log_labels", "render", "require_model", "sync", "timed", "write_plot", "write_table",
+    "paired_rate_ratio_ci", "parse_int_list", "plain_log_labels", "put_estimate", "rate_ratio_ci", "render",
+    "require_model", "sync", "timed", "write_plot", "write_table",
 ]

@@ -10,7 +10,9 @@ the tokens that followed the last matching n-gram earlier in the context, which 
 reply copies from the prompt (summaries, quotes, code edits). Both are transformers' own
 `generate(assistant_model=...)` and `generate(prompt_lookup_num_tokens=...)`; this command checks the
 outputs equal plain greedy token for token and measures the speedup and the acceptance rate
-(accepted / proposed draft tokens, counted on transformers' candidate generator).
+(accepted / proposed draft tokens, counted on transformers' candidate generator). Every prompt is timed
+with each method, so the speedup (greedy's total time over the method's) gets a 95% interval
+bootstrapped over prompts, paired: a prompt's length and difficulty cancel.
 
     llm-infer speculative --model models/sft-full --draft models/student-kd --data data/synth/sft \\
         --metrics reports/metrics/infer_speculative.json --plots reports/plots/infer_speculative
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from llm_data.io import write_metrics
 
-from llm_infer.runtime import encode, load_model, load_prompts, timed, write_table
+from llm_infer.runtime import encode, load_model, load_prompts, put_estimate, timed, write_table
 
 logger = logging.getLogger(__name__)
 METHODS = ("assisted", "prompt_lookup")
@@ -56,7 +58,9 @@ class SpeculativeConfig:
     prompt_lookup_num_tokens: int = field(default=10, metadata={"help": "prompt_lookup: tokens proposed per match."})
     max_matching_ngram_size: int = field(default=2, metadata={"help": "prompt_lookup: longest n-gram looked up."})
     seed: int = field(default=0, metadata={"help": "Seed set before each method (decoding is greedy)."})
-    metrics: str = field(default="", metadata={"help": "Flat metrics JSON (<method>_speedup, ...); '' = skip."})
+    metrics: str = field(
+        default="", metadata={"help": "Flat metrics JSON (<method>_speedup with _lo/_hi, ...); '' = skip."}
+    )
     plots: str = field(default="", metadata={"help": "Folder for speculative.csv (one row per method); '' = skip."})
 
     def __post_init__(self):
@@ -117,21 +121,25 @@ class _AcceptanceCounter:
         return self.accepted / self.proposed if self.proposed else 0.0
 
 
-def _decode_each(model, tokenizer, prompts: list[str], cfg: SpeculativeConfig, kwargs: dict) -> list[list[int]]:
-    """Greedy replies (new token ids) one prompt at a time: assisted generation supports batch size 1 only."""
+def _decode_each(model, tokenizer, prompts: list[str], cfg: SpeculativeConfig,
+                 kwargs: dict) -> tuple[list[list[int]], list[float]]:
+    """Greedy replies (new token ids) one prompt at a time (assisted generation supports batch size 1 only),
+    and the wall seconds of each."""
     import torch
 
     torch.manual_seed(cfg.seed)
-    outputs = []
+    outputs, seconds = [], []
     for prompt in prompts:
         batch = encode(tokenizer, [prompt], model.device)
         with torch.no_grad():
-            ids = model.generate(
-                **batch, do_sample=False, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                **kwargs,
-            )  # (1, T_prompt + T_new)
-        outputs.append(ids[0, batch["input_ids"].shape[1]:].tolist())
-    return outputs
+            ids, (prompt_seconds,) = timed(
+                lambda b=batch: model.generate(**b, do_sample=False, max_new_tokens=cfg.max_new_tokens,
+                                               pad_token_id=tokenizer.pad_token_id, **kwargs),
+                model.device.type,
+            )
+        outputs.append(ids[0, batch["input_ids"].shape[1]:].tolist())  # ids: (1, T_prompt + T_new)
+        seconds.append(prompt_seconds)
+    return outputs, seconds
 
 
 def _check_same_vocab(tokenizer, draft_tokenizer, draft: str) -> None:
@@ -141,6 +149,7 @@ def _check_same_vocab(tokenizer, draft_tokenizer, draft: str) -> None:
 
 
 def run_speculative(cfg: SpeculativeConfig) -> Path:
+    from llm_eval.stats import paired_speedup_ci
     from tqdm.auto import tqdm
 
     model, tokenizer = load_model(cfg.model)
@@ -150,10 +159,10 @@ def run_speculative(cfg: SpeculativeConfig) -> Path:
         _check_same_vocab(tokenizer, draft_tokenizer, cfg.draft)
     prompts = [r["prompt"] for r in load_prompts(cfg.data, cfg.split, cfg.max_samples, cfg.categories)]
     counter = _AcceptanceCounter(model)
-    device = model.device.type
 
     _decode_each(model, tokenizer, prompts[:1], cfg, {})  # warm-up: one-off allocations are not decoding time
-    reference, base_seconds = timed(lambda: _decode_each(model, tokenizer, prompts, cfg, {}), device)
+    reference, base_runs = _decode_each(model, tokenizer, prompts, cfg, {})
+    base_seconds = sum(base_runs)
     n_tokens = sum(len(r) for r in reference)
     table = [{"method": "greedy", "tokens_per_s": n_tokens / base_seconds, "speedup": 1.0, "acceptance_rate": "",
               "identical_fraction": 1.0, "seconds": base_seconds}]
@@ -165,13 +174,17 @@ def run_speculative(cfg: SpeculativeConfig) -> Path:
         kwargs = cfg.method_kwargs(method, draft)
         _decode_each(model, tokenizer, prompts[:1], cfg, kwargs)
         counter.proposed = counter.accepted = 0
-        outputs, seconds = timed(lambda kw=kwargs: _decode_each(model, tokenizer, prompts, cfg, kw), device)
+        outputs, runs = _decode_each(model, tokenizer, prompts, cfg, kwargs)
+        seconds = sum(runs)
         identical = sum(o == r for o, r in zip(outputs, reference, strict=True)) / len(prompts)
         # Speedup at equal work: the same greedy tokens, so tokens/s of each counts the reference's tokens.
-        row = {"method": method, "tokens_per_s": n_tokens / seconds, "speedup": base_seconds / seconds,
+        speedup = paired_speedup_ci(base_runs, runs)
+        row = {"method": method, "tokens_per_s": n_tokens / seconds, "speedup": speedup.value,
                "acceptance_rate": counter.rate, "identical_fraction": identical, "seconds": seconds}
         table.append(row)
-        for key in ("tokens_per_s", "speedup", "acceptance_rate", "identical_fraction"):
+        metrics[f"{method}_tokens_per_s"] = row["tokens_per_s"]
+        put_estimate(metrics, f"{method}_speedup", speedup)
+        for key in ("acceptance_rate", "identical_fraction"):
             metrics[f"{method}_{key}"] = row[key]
         logger.info("%s: %.2fx greedy, acceptance %.2f, identical %.0f%%", method, row["speedup"], counter.rate,
                     100 * identical)

@@ -33,8 +33,11 @@ Args:
     references: list of reference texts, one per prediction.
     rouge_types: which scores to return (default: rouge1, rouge2, rougeL).
     use_stemmer: Porter-stem words before matching (default False).
+    use_aggregator: average over the pairs (default True); False returns each pair's F-measure, as the
+        hub's `rouge` does, e.g. to bootstrap an interval over test items.
 Returns:
     {rouge_type: mean F-measure over the pairs, 0-1}; 0.0 for every type when there are no pairs.
+    With use_aggregator=False, {rouge_type: [F-measure of each pair]}.
 """
 
 DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -54,12 +57,15 @@ class Rouge(evaluate.Metric):
             reference_urls=["https://aclanthology.org/W04-1013/"],
         )
 
-    def _compute(self, predictions, references, rouge_types=DEFAULT_TYPES, use_stemmer=False):
+    def _compute(self, predictions, references, rouge_types=DEFAULT_TYPES, use_stemmer=False,
+                 use_aggregator=True):
         scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=use_stemmer)
-        totals = dict.fromkeys(rouge_types, 0.0)
+        per_pair = {rouge_type: [] for rouge_type in rouge_types}
         for prediction, reference in zip(predictions, references, strict=True):
             scores = scorer.score(reference, prediction)  # rouge_score takes (target, prediction)
             for rouge_type in rouge_types:
-                totals[rouge_type] += scores[rouge_type].fmeasure
+                per_pair[rouge_type].append(scores[rouge_type].fmeasure)
+        if not use_aggregator:
+            return per_pair
         n = max(len(predictions), 1)
-        return {rouge_type: total / n for rouge_type, total in totals.items()}
+        return {rouge_type: sum(values) / n for rouge_type, values in per_pair.items()}

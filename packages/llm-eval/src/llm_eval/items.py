@@ -1,0 +1,87 @@
+"""Per-item results of `llm-eval run --items`, read back for paired comparisons.
+
+`<items_dir>/eval_<name>/answers.jsonl` holds one row per test prompt (`prompt`, `correct`, ...) and
+`perplexity.jsonl` one row per held-out text window (`nll`, `tokens`). Two models are compared on the
+paired difference over the same items, so both must list the same prompts (and the same windows) in
+the same order; anything else is an error naming both files, never a silently unpaired number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_data.io import read_jsonl
+
+from llm_eval.stats import Estimate, paired_diff_ci, perplexity_ratio_ci, verdict
+
+ANSWERS = "answers.jsonl"
+PERPLEXITY = "perplexity.jsonl"
+
+
+@dataclass(frozen=True)
+class Items:
+    name: str
+    folder: Path
+    prompts: list[str]
+    correct: list[float]  # 1.0 right, 0.0 wrong, per prompt
+    nll: list[float]  # summed NLL per window; empty when the run skipped perplexity
+    tokens: list[int]  # predicted tokens per window
+
+    @property
+    def answers_file(self) -> Path:
+        return self.folder / ANSWERS
+
+    @property
+    def perplexity_file(self) -> Path:
+        return self.folder / PERPLEXITY
+
+
+def load_items(items_dir: str | Path, name: str) -> Items:
+    folder = Path(items_dir) / f"eval_{name}"
+    for file in (folder / ANSWERS, folder / PERPLEXITY):
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{file}: no per-item results for model {name!r} (run `dvc repro eval@{name}` or "
+                f"`llm-eval run --name {name} --model <folder> --items {folder}`)"
+            )
+    answers = read_jsonl(folder / ANSWERS, {"prompt": str, "correct": bool})
+    if not answers:
+        raise ValueError(f"{folder / ANSWERS}: no rows")
+    windows = read_jsonl(folder / PERPLEXITY, {"nll": (int, float), "tokens": int})
+    return Items(name, folder, [a["prompt"] for a in answers], [float(a["correct"]) for a in answers],
+                 [float(w["nll"]) for w in windows], [w["tokens"] for w in windows])
+
+
+def exact_match_diff(a: Items, b: Items, seed: int = 0) -> Estimate:
+    """Exact match of `a` minus `b` in points, bootstrapped over the same prompts."""
+    if a.prompts != b.prompts:
+        raise ValueError(
+            f"{a.answers_file} and {b.answers_file}: not the same test prompts in the same order "
+            f"({len(a.prompts)} and {len(b.prompts)} rows); evaluate both with the same --data, --split "
+            f"and --max_samples"
+        )
+    return paired_diff_ci(a.correct, b.correct, scale=100.0, seed=seed)
+
+
+def perplexity_change(a: Items, b: Items, seed: int = 0) -> Estimate | None:
+    """Perplexity of `a` over `b` in percent (+ = `a` is worse), paired over the same windows."""
+    if not a.nll or not b.nll:
+        return None
+    if a.tokens != b.tokens:
+        raise ValueError(
+            f"{a.perplexity_file} and {b.perplexity_file}: not the same text windows ({len(a.tokens)} and "
+            f"{len(b.tokens)} windows, or other token counts); evaluate both with the same --text, --split, "
+            f"--max_samples and context length"
+        )
+    return perplexity_ratio_ci(a.nll, b.nll, a.tokens, seed=seed)
+
+
+def em_finding(what: str, diff: Estimate, a: str, b: str) -> str:
+    """One findings line on an exact-match difference; the report and its sections share the wording,
+    so the same comparison stated by both reads the same and is listed once."""
+    return f"{what}, exact match: {verdict(diff, a, b)}"
+
+
+def perplexity_finding(what: str, change: Estimate, a: str, b: str) -> str:
+    return f"{what}, perplexity change: {verdict(change, a, b, unit='%', higher_is_better=False)}"
