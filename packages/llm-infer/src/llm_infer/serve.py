@@ -318,7 +318,7 @@ def load_test(cfg: ServeConfig, base_url: str, prompts: list[str], texts: list[s
         except Exception as e:  # any failure is an error to count, not a crash
             return time.perf_counter() - start, "", 0, f"{kind}: {type(e).__name__}: {e}"
 
-    latencies, tokens, errors = [], 0, []
+    latencies, tokens, errors, empty = [], 0, [], 0
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=cfg.load_test_clients) as pool:
         futures = [pool.submit(one, i) for i in range(cfg.load_test_requests)]
@@ -326,8 +326,10 @@ def load_test(cfg: ServeConfig, base_url: str, prompts: list[str], texts: list[s
             seconds, text, n, error = future.result()
             latencies.append(seconds)
             tokens += n
-            if error or not text:
-                errors.append(error or "empty reply")
+            if error:
+                errors.append(error)
+            # A 200 with no text is the model's answer (its first token was EOS), not a server failure.
+            empty += not error and not text
     wall = time.perf_counter() - start
     for error in errors[:5]:
         logger.warning("request failed: %s", error)
@@ -342,11 +344,12 @@ def load_test(cfg: ServeConfig, base_url: str, prompts: list[str], texts: list[s
             logger.warning("malformed request %s: got HTTP %d with %s body", name, status,
                            "a JSON" if payload is not None else "a non-JSON")
     _, after, _, after_error = one(0)
-    if after_error or not after:
-        logger.warning("server did not answer a normal request after the malformed ones: %s", after_error or "empty")
+    if after_error:
+        logger.warning("server did not answer a normal request after the malformed ones: %s", after_error)
     return {
         "requests": cfg.load_test_requests, "clients": cfg.load_test_clients, "errors": len(errors),
-        "malformed_requests": len(bad), "malformed_4xx": refused, "alive_after_malformed": int(bool(after)),
+        "empty_replies": empty, "malformed_requests": len(bad), "malformed_4xx": refused,
+        "alive_after_malformed": int(not after_error),
         "requests_per_s": cfg.load_test_requests / wall, "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95), "completion_tokens": tokens,
     }
