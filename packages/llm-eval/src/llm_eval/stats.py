@@ -180,8 +180,12 @@ def verdict(diff: Estimate, a: str, b: str, unit: str = " points", null: float =
 
 
 def to_metrics(key: str, estimate: Estimate) -> dict[str, float]:
-    """`{key, key_lo, key_hi}` for a flat metrics JSON; just `{key}` when there is no interval."""
-    if not estimate.has_interval:
+    """`{key, key_lo, key_hi}` for a flat metrics JSON; just `{key}` when there is no interval.
+
+    An infinite bound (e.g. a resampled speedup whose baseline made no tokens) counts as no interval:
+    JSON has no infinity.
+    """
+    if not (estimate.has_interval and math.isfinite(estimate.lo) and math.isfinite(estimate.hi)):
         return {key: estimate.value}
     return {key: estimate.value, f"{key}_lo": estimate.lo, f"{key}_hi": estimate.hi}
 

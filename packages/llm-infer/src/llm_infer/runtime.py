@@ -121,15 +121,10 @@ def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[obje
 
 
 def put_estimate(metrics: dict, key: str, estimate) -> None:
-    """Add `key` and its 95% interval `<key>_lo`, `<key>_hi` to flat metrics (`llm_eval.stats.to_metrics`).
+    """Add `key` and its 95% interval `<key>_lo`, `<key>_hi` to flat metrics (`llm_eval.stats.to_metrics`:
+    without an interval, or with an infinite bound, only `key` is written)."""
+    from llm_eval.stats import to_metrics
 
-    Without an interval (one run) only `key` is written; an infinite bound (a resample whose baseline made
-    no tokens) is dropped too, as JSON has no infinity.
-    """
-    from llm_eval.stats import Estimate, to_metrics
-
-    if not (math.isfinite(estimate.lo) and math.isfinite(estimate.hi)):
-        estimate = Estimate(estimate.value, math.nan, math.nan)
     metrics.update(to_metrics(key, estimate))
 
 
