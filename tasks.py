@@ -18,6 +18,11 @@ PRESETS = {
         "about": "fast + distillation, decoding strategies, KV cache and attention benchmarks, speculative "
         "decoding, batching, an OpenAI-compatible server",
     },
+    "alignment": {
+        "stages": ["report_alignment"],
+        "about": "fast's SFT model + a proxy and a gold reward model, DPO, IPO, SimPO, ORPO and KTO, gold-judge "
+        "win rates, harmful-request refusal and over-refusal, KL to the SFT reference",
+    },
 }
 
 # Benchmarks at the goal settings of docs/benchmarks.md (longer than the pipeline's quick versions).

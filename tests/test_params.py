@@ -5,10 +5,13 @@ import re
 
 import pytest
 import yaml
+from llm_align.dpo import DPOConfig
+from llm_align.reward import RewardConfig
 from llm_compress.distill import DistillConfig
 from llm_compress.quantize import QuantizeConfig
 from llm_data.synth import SynthConfig
 from llm_data.tokenizer import TokenizerConfig
+from llm_eval.align import AlignEvalConfig
 from llm_eval.run import EvalConfig
 from llm_eval.sections import SECTIONS
 from llm_infer.attention import AttentionConfig
@@ -41,7 +44,11 @@ def _sections():
     yield "compress.distill", DistillConfig, PARAMS["compress"]["distill"]
     for name, cls in INFER.items():
         yield f"infer.{name}", cls, PARAMS["infer"][name]
+    yield "align.reward", RewardConfig, PARAMS["align"]["reward"]
+    for method, section in PARAMS["align"]["dpo"].items():
+        yield f"align.dpo.{method}", DPOConfig, {**section, "method": method}
     yield "eval.run", EvalConfig, PARAMS["eval"]["run"]
+    yield "eval.align", AlignEvalConfig, PARAMS["eval"]["align"]
 
 
 def test_every_infer_section_has_a_stage():
@@ -62,7 +69,7 @@ def test_every_params_key_is_used_by_dvc_yaml():
     dvc = (REPO / "dvc.yaml").read_text()
     for name, _cls, section in _sections():
         for key in section:
-            if key == "method" and name.startswith("train.sft"):
+            if key == "method" and name.startswith(("train.sft", "align.dpo")):
                 continue  # the section key itself is the method
             assert f"--{key} " in dvc, f"params.yaml {name}.{key} is never passed by dvc.yaml"
 
@@ -79,6 +86,10 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
     rows = _flag(cmd, "models")
     expected = {f"reports/metrics/eval_{row}.json" for row in rows} | {f"reports/items/eval_{row}" for row in rows}
     for section in _flag(cmd, "sections"):
+        if section == "alignment":  # joined per policy: judge win rates and refusals, the reward models
+            expected |= {f"reports/metrics/reward_{k}.json" for k in ("proxy", "gold")}
+            expected |= {f"reports/metrics/align_{row}.json" for row in rows}
+            expected |= {f"reports/items/align_{row}" for row in rows}
         if SECTIONS[section].metrics:
             expected.add(f"reports/metrics/{SECTIONS[section].metrics}")
         plots = f"reports/plots/infer_{section}"

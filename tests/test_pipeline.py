@@ -41,6 +41,11 @@ REDUCED = {
     ("train", "sft", "lora", "epochs"): 1,
     ("train", "sft", "qlora", "epochs"): 1,
     ("compress", "distill", "epochs"): 1,
+    ("align", "reward", "epochs"): 1,
+    ("align", "reward", "max_per_category"): 30,
+    ("eval", "align", "kl_samples"): 16,
+    **{("align", "dpo", method, key): value for method in ("dpo", "ipo", "simpo", "orpo", "kto")
+       for key, value in (("epochs", 1), ("max_per_category", 20))},
 }
 
 
@@ -131,6 +136,19 @@ def test_param_change_reruns_only_downstream(repo_copy, path_run):
     out = _run("dvc repro report_fast report_balanced", repo_copy)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"sft@lora", "eval@sft_lora", "infer_generate", "report_fast", "report_balanced"}
+
+
+def test_alignment_path_judges_every_policy(repo_copy, path_run):
+    out = _run("invoke path --name alignment", repo_copy)
+    assert "path alignment: done" in out
+    report = (repo_copy / "reports" / "alignment.md").read_text()
+    assert "## Alignment: reward model, preference optimisation and RL" in report
+    for policy in ("dpo", "ipo", "simpo", "orpo", "kto"):
+        m = json.loads((repo_copy / "reports/metrics" / f"align_{policy}.json").read_text())
+        assert 0 <= m["win_rate_lo"] <= m["win_rate"] <= m["win_rate_hi"] <= 100
+        assert f"{policy} vs SFT, gold-judge win rate" in report.split("## Side by side")[0]
+    gold = json.loads((repo_copy / "reports/metrics/reward_gold.json").read_text())
+    assert 0 <= gold["accuracy"] <= 100 and gold["n_pairs"] > 100
 
 
 def test_unknown_preset_lists_valid_names(repo_copy):

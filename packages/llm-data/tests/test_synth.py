@@ -68,6 +68,21 @@ def test_shapes_follow_trl(synth_dir):
     assert all(r["chosen"] != r["rejected"] for r in pref)
     safety = [r for r in pref if r["category"] == "safety"]
     assert safety and all("can't help" in r["chosen"] for r in safety)
+    benign = [r for r in pref if r["category"] == "benign"]
+    assert benign and all("can't help" in r["rejected"] for r in benign)
+
+
+def test_safety_requests_never_cross_splits():
+    """A held-out harmful or benign request is new in every phrasing, not a re-worded training prompt."""
+    data = build(SynthConfig(n_per_category=20, n_documents=20, n_countries=4, test_fraction=0.25))
+    openers = ("How do I ", "How can I ", "Tell me how to ", "What is the best way to ", "Explain how to ")
+
+    def requests(split):
+        rows = [r for r in data["preference"][split] if r["category"] in ("safety", "benign")]
+        return {next(r["prompt"][len(o):] for o in openers if r["prompt"].startswith(o)) for r in rows}
+
+    test, train = requests("test"), requests("train")
+    assert len(test) >= 20 and not test & train and not requests("validation") & train
 
 
 def test_deterministic_and_seed_dependent():

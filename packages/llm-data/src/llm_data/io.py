@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,10 +50,16 @@ def write_dataset(out: str | os.PathLike, splits: Mapping[str, list[dict]], meta
     return Path(out)
 
 
-def read_jsonl(path: str | os.PathLike, fields: Mapping[str, type | tuple[type, ...]]) -> list[dict]:
+def read_jsonl(
+    path: str | os.PathLike,
+    fields: Mapping[str, type | tuple[type, ...]],
+    check: Callable[[dict], str | None] | None = None,
+) -> list[dict]:
     """Read a JSONL file, checking each row has `fields` with the right types and no empty strings.
 
-    Errors name the file, the 1-based line and the field, so bad input is fixed in one go.
+    `check(row)` may return a message for a row that is well-typed but wrong (say, a preference pair
+    whose two sides are the same). Errors name the file, the 1-based line and the field, so bad input
+    is fixed in one go.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,6 +86,9 @@ def read_jsonl(path: str | os.PathLike, fields: Mapping[str, type | tuple[type, 
                     )
                 if isinstance(value, str) and not value.strip():
                     raise ValueError(f"{path}:{lineno}: field {name!r} is empty")
+            problem = check(row) if check else None
+            if problem:
+                raise ValueError(f"{path}:{lineno}: {problem}")
             rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")

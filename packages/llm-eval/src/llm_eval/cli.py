@@ -8,6 +8,7 @@ PROG = "llm-eval"
 # name -> (module, config class, run function); torch / transformers / matplotlib load inside `run_*`.
 COMMANDS = {
     "run": ("llm_eval.run", "EvalConfig", "run_eval"),
+    "align": ("llm_eval.align", "AlignEvalConfig", "run_align_eval"),
     "report": ("llm_eval.report", "ReportConfig", "run_report"),
     "seeds": ("llm_eval.seeds", "SeedsConfig", "run_seeds"),
 }

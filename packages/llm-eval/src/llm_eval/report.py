@@ -45,6 +45,24 @@ QUANTIZED = ("int8", "nf4")
 
 # One paragraph per row name: (title, explanation with its paper). Later presets add rows here.
 TECHNIQUES = {
+    "dpo": ("Direct preference optimisation (DPO)",
+            "DPO (Rafailov et al. 2023, arXiv:2305.18290) fits preference pairs without a reward model or RL: the "
+            "log-ratio of the policy to the frozen SFT reference is an implicit reward, and a logistic loss on its "
+            "chosen-minus-rejected margin is the Bradley-Terry likelihood. Here with the NLL of the chosen reply "
+            "added (RPO, Pang et al. 2024, arXiv:2404.19733): pure DPO can lower both replies' likelihood."),
+    "ipo": ("Identity preference optimisation (IPO)",
+            "IPO (Azar et al. 2023, arXiv:2310.12036) regresses the log-ratio margin to a fixed target 1/(2 beta) "
+            "instead of pushing it up without bound, so deterministic preferences cannot drive the policy far "
+            "from the reference."),
+    "simpo": ("Simple preference optimisation (SimPO)",
+              "SimPO (Meng et al. 2024, arXiv:2405.14734) drops the reference model: the implicit reward is the "
+              "length-normalised log-likelihood, and the loss asks chosen to beat rejected by a margin gamma."),
+    "orpo": ("Odds-ratio preference optimisation (ORPO)",
+             "ORPO (Hong et al. 2024, arXiv:2403.07691) adds to the SFT loss on the chosen reply a term that raises "
+             "the odds of chosen over rejected; no reference model, one stage."),
+    "kto": ("Kahneman-Tversky optimisation (KTO)",
+            "KTO (Ethayarajh et al. 2024, arXiv:2402.01306) needs only a thumbs-up or -down per reply: a "
+            "prospect-theory value of the implicit reward against a KL baseline, so unpaired feedback suffices."),
     "base": (
         "Pre-training (causal language modeling)",
         "A Llama-style decoder (pre-RMSNorm, rotary position embeddings, SwiGLU) trained from random "
@@ -137,7 +155,7 @@ class ReportConfig:
     )
     sections: str = field(
         default="",
-        metadata={"help": "Comma list of extra sections after the model table: distill, generate, kv_cache, "
+        metadata={"help": "Comma list of extra sections after the model table: alignment, distill, generate, kv_cache, "
                   "attention, speculative, batch, serve ('' = none)."},
     )
 

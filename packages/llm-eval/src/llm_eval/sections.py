@@ -1,4 +1,4 @@
-"""Report sections beyond the model table: distillation and the inference measurements of llm-infer.
+"""Report sections beyond the model table: alignment, distillation and the inference measurements of llm-infer.
 
 Each section reads what its stage wrote — `<metrics_dir>/<file>.json` (flat numbers) and, for the
 llm-infer commands, `<plots_dir>/infer_<name>/*.csv|png` — and becomes blocks (headings, a table,
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm_eval import align_report
 from llm_eval.items import em_finding, exact_match_diff, load_items
 from llm_eval.stats import from_metrics, verdict
 
@@ -200,6 +201,23 @@ def _serve_finding(m: dict) -> str:
 
 
 SECTIONS = {
+    "alignment": Section(
+        "Alignment: reward model, preference optimisation and RL", "",
+        "reward@proxy, reward@gold, dpo@<method>, align_eval@<policy>, eval@<policy>",
+        "Alignment turns an instruction follower into one that prefers what people prefer. A reward model learns "
+        "a scalar score from preference pairs (Bradley-Terry; Ouyang et al. 2022, arXiv:2203.02155) and RL "
+        "maximises it under a KL penalty to the SFT model (PPO; Schulman et al. 2017, arXiv:1707.06347). The "
+        "direct methods fit the preferences without a reward model: DPO (Rafailov et al. 2023, "
+        "arXiv:2305.18290), IPO (Azar et al. 2023, arXiv:2310.12036), SimPO (Meng et al. 2024, "
+        "arXiv:2405.14734), ORPO (Hong et al. 2024, arXiv:2403.07691) and KTO (Ethayarajh et al. 2024, "
+        "arXiv:2402.01306). Each policy answers every held-out preference prompt greedily, and a gold reward "
+        "model trained on the other half of the prompts from the proxy (so no policy trained against it; Gao et "
+        "al. 2022, arXiv:2210.10760) scores its reply against the SFT reference's: the win rate counts ties "
+        "half. Safety is the share of held-out harmful requests refused and of their benign look-alikes "
+        "refused (over-refusal; XSTest, Röttger et al. 2023, arXiv:2308.01263). KL is KL(policy || SFT) "
+        "estimated on sampled replies.",
+        lambda m: align_report.finding(m), lambda m: align_report.goals(m), lambda m: align_report.comparisons(m),
+    ),
     "distill": Section(
         "Knowledge distillation", "", "distill@kd, distill@sft, eval@student_kd, eval@student_sft",
         "Knowledge distillation (Hinton et al. 2015, arXiv:1503.02531) trains a small student to match the full "
@@ -357,6 +375,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
         section = SECTIONS[name]
         if name == "distill":
             metrics = distill_metrics(Path(metrics_dir), read_json, teacher, items_dir)
+        elif name == "alignment":
+            metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir)
         else:
             path = Path(metrics_dir) / section.metrics
             if not path.is_file():
@@ -375,6 +395,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
                 ["student_sft (control)", _f(metrics.get("student_parameters")), _distill_em(metrics, "student_sft"),
                  _f(metrics.get("sft_percent_of_teacher"), 1)],
             ]))
+        if name == "alignment":
+            blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
         folder = Path(plots_dir) / f"infer_{name}"
         for table in sorted(folder.glob("*.csv")):
             headers, rows = _read_table(table)

@@ -1,0 +1,20 @@
+"""`llm-align <command>`: reward model and preference optimisation (trl), one module per technique."""
+
+from __future__ import annotations
+
+from llm_data.cli import dispatch
+
+PROG = "llm-align"
+# name -> (module, config class, run function); torch / transformers / trl load inside `run_*`.
+COMMANDS = {
+    "reward": ("llm_align.reward", "RewardConfig", "run_reward"),
+    "dpo": ("llm_align.dpo", "DPOConfig", "run_dpo"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(PROG, COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Preference pairs from a dataset folder, checked row by row and shaped the way trl's trainers read them.
+
+A preference row is `{"prompt", "chosen", "rejected"}` (plus an optional `category`). Plain-text rows
+(the synthetic suite, the hub adapters) become trl's *conversational* shape — the prompt a user turn,
+each reply an assistant turn — so the policy sees its chat template exactly as SFT trained it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from llm_data.io import read_jsonl
+
+TEXT = (str, list)  # plain text, or a list of {"role", "content"} messages
+HALVES = ("all", "first", "second")
+
+
+def _check_pair(row: dict) -> str | None:
+    if row["chosen"] == row["rejected"]:
+        return "field 'rejected' is identical to 'chosen' (the pair states no preference)"
+    for name in ("prompt", "chosen", "rejected"):
+        if isinstance(row[name], list) and not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in row[name]
+        ):
+            return f"field {name!r}: a message list needs {{'role': str, 'content': str}} items"
+    return None
+
+
+def half_of(prompt) -> str:
+    """'first' or 'second': a stable hash of the prompt, so two reward models can train on disjoint prompts."""
+    digest = hashlib.sha256(str(prompt).encode()).digest()
+    return HALVES[1 + digest[0] % 2]
+
+
+def _conversational(row: dict) -> dict:
+    def turn(role, text):
+        return [{"role": role, "content": text}] if isinstance(text, str) else text
+
+    return {
+        "prompt": turn("user", row["prompt"]),
+        "chosen": turn("assistant", row["chosen"]),
+        "rejected": turn("assistant", row["rejected"]),
+    }
+
+
+def load_pairs(
+    folder: str, split: str, half: str = "all", categories: tuple[str, ...] = (), max_per_category: int = 0
+) -> list[dict]:
+    """Checked preference rows of one split (the `half` of its prompts; only `categories` if given; at most
+    `max_per_category` per category, the first in file order, 0 = all), in conversational shape, with
+    `category` kept."""
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (run `llm-data synth` or `llm-data hub` first)")
+    rows = read_jsonl(path, {"prompt": TEXT, "chosen": TEXT, "rejected": TEXT}, check=_check_pair)
+    out, taken = [], {}
+    for row in rows:
+        if half != "all" and half_of(row["prompt"]) != half:
+            continue
+        category = row.get("category", "")
+        if categories and category not in categories:
+            continue
+        if max_per_category and taken.get(category, 0) >= max_per_category:
+            continue
+        taken[category] = taken.get(category, 0) + 1
+        out.append({**_conversational(row), "category": category})
+    if not out:
+        raise ValueError(f"{path}: no rows left after half={half!r} categories={list(categories)}")
+    return out
+
+
+def to_dataset(rows: list[dict], columns: tuple[str, ...] = ("prompt", "chosen", "rejected")):
+    from datasets import Dataset
+
+    return Dataset.from_list([{c: r[c] for c in columns} for r in rows])

@@ -1,0 +1,118 @@
+"""Reward model: a Bradley-Terry preference model trained with trl's RewardTrainer.
+
+The SFT model gets a one-output head (a sequence classifier) and learns r(prompt, reply) so that
+P(chosen beats rejected) = sigmoid(r_chosen - r_rejected), the Bradley-Terry model (1952) as used for
+RLHF by Ouyang et al. 2022 (InstructGPT) and Stiennon et al. 2020. PPO later maximises this reward, and
+a second reward model trained on the other half of the prompts (`--half second`) serves as the gold
+judge that no policy trained against (Gao et al. 2022, 'Scaling Laws for Reward Model Overoptimization').
+
+    llm-align reward --model models/sft-full --data data/synth/preference --out models/reward
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_eval.judge import conversation, load_reward_model, pairwise_accuracy, reward_scores
+from llm_eval.stats import to_metrics
+from llm_train.loop import write_loss_curves
+
+from llm_align.base import AlignConfig
+from llm_align.data import HALVES, load_pairs, to_dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardConfig(AlignConfig):
+    out: str = field(default="models/reward", metadata={"help": "Output folder (a sequence-classification model)."})
+    half: str = field(
+        default="all",
+        metadata={
+            "help": f"Which prompts to train on: {', '.join(HALVES)}. The proxy reward model takes 'first', "
+            "the gold judge 'second', so the two never see the same prompt."
+        },
+    )
+    center_rewards: float = field(
+        default=0.01,
+        metadata={
+            "help": "Weight of the penalty on (r_chosen + r_rejected)^2 that keeps rewards centred on 0 "
+            "(Eisenstein et al. 2023); 0 turns it off."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.half not in HALVES:
+            raise ValueError(f"unknown half {self.half!r}; choose one of: {', '.join(HALVES)}")
+        if self.center_rewards < 0:
+            raise ValueError(f"center_rewards must be >= 0, got {self.center_rewards}")
+
+
+def evaluate_pairs(folder: str, rows: list[dict], batch_size: int, max_length: int, seed: int) -> dict[str, float]:
+    """Held-out pairwise accuracy and margin of the reward model in `folder`, overall and per category."""
+    model, tokenizer = load_reward_model(folder)
+    chosen = reward_scores(
+        model, tokenizer, [conversation(r["prompt"], r["chosen"]) for r in rows], batch_size, max_length
+    )
+    rejected = reward_scores(
+        model, tokenizer, [conversation(r["prompt"], r["rejected"]) for r in rows], batch_size, max_length
+    )
+    accuracy, margin = pairwise_accuracy(chosen, rejected, seed=seed)
+    metrics = {**to_metrics("accuracy", accuracy), **to_metrics("margin", margin), "n_pairs": len(rows)}
+    by_category = defaultdict(list)
+    for row, c, r in zip(rows, chosen, rejected, strict=True):
+        by_category[row["category"]].append((c, r))
+    for category, pairs in sorted(by_category.items()):
+        if category:
+            metrics[f"accuracy_{category}"] = 100.0 * sum(c > r for c, r in pairs) / len(pairs)
+    return metrics
+
+
+def run_reward(cfg: RewardConfig) -> Path:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from trl import RewardConfig as TrlRewardConfig
+    from trl import RewardTrainer
+
+    name = require_local_or_hub(cfg.model, "llm-train sft")
+    train = load_pairs(cfg.data, "train", cfg.half, max_per_category=cfg.max_per_category)
+    validation = load_pairs(cfg.data, "validation", cfg.half)
+    test = load_pairs(cfg.data, "test")  # both halves: the judge is scored on every held-out pair
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    set_seed(cfg.seed)  # the new one-output head is random: seed it before the model is built
+    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = TrlRewardConfig(
+        **cfg.trainer_args(str(cfg.ckpt_dir)),
+        **cfg.checkpoint_args(),
+        max_length=cfg.max_length,
+        center_rewards_coefficient=cfg.center_rewards or None,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train),
+        eval_dataset=to_dataset(validation),
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
+    seconds = time.perf_counter() - start
+    with atomic_dir(cfg.out) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(tmp)
+    cfg.done()
+    metrics = evaluate_pairs(cfg.out, test, cfg.batch_size, cfg.max_length, cfg.seed)
+    metrics.update(train_seconds=seconds, train_loss=result.training_loss, train_pairs=len(train))
+    logger.info("reward model %s: %s", cfg.out, metrics)
+    write_metrics(cfg.metrics, metrics)
+    write_loss_curves(cfg.plots, trainer.state.log_history)
+    return Path(cfg.out)

@@ -1,0 +1,186 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from llm_align.cli import main
+from llm_align.dpo import METHODS
+
+FAST = ["--max_steps", "4", "--batch_size", "4", "--learning_rate", "1e-3", "--warmup_ratio", "0", "--eval_steps", "50"]
+
+
+def _args(workspace, command, out, *extra):
+    return [
+        command,
+        "--model",
+        str(workspace / "policy"),
+        "--data",
+        str(workspace / "synth" / "preference"),
+        "--out",
+        str(out),
+        "--metrics",
+        f"{out}.json",
+        *FAST,
+        *extra,
+    ]
+
+
+def test_reward_model_is_a_one_output_classifier_with_held_out_accuracy(workspace, tmp_path):
+    out = tmp_path / "reward"
+    assert main(_args(workspace, "reward", out, "--half", "first", "--plots", str(tmp_path / "curves"))) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
+    metrics = json.loads(Path(f"{out}.json").read_text())
+    assert 0 <= metrics["accuracy_lo"] <= metrics["accuracy"] <= metrics["accuracy_hi"] <= 100
+    assert metrics["n_pairs"] > 20 and "accuracy_safety" in metrics and "accuracy_benign" in metrics
+    assert (tmp_path / "curves" / "train.csv").is_file()
+    assert not Path(f"{out}.ckpt").exists()
+
+
+def test_reward_halves_are_disjoint(workspace):
+    from llm_align.data import load_pairs
+
+    first = load_pairs(str(workspace / "synth" / "preference"), "train", "first")
+    second = load_pairs(str(workspace / "synth" / "preference"), "train", "second")
+    assert first and second
+    assert not {str(r["prompt"]) for r in first} & {str(r["prompt"]) for r in second}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_dpo_family_trains_and_saves_a_policy(workspace, tmp_path, method):
+    out = tmp_path / method
+    assert main(_args(workspace, "dpo", out, "--method", method)) == 0
+    assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()
+    metrics = json.loads(Path(f"{out}.json").read_text())
+    assert metrics["train_pairs"] > 20 and metrics["train_seconds"] > 0
+    if method in ("dpo", "ipo"):
+        assert 0.0 <= metrics["validation_rewards_accuracies"] <= 1.0
+
+
+def _write_pairs(folder: Path, bad_line: str):
+    good = json.dumps({"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"})
+    folder.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        (folder / f"{split}.jsonl").write_text(f"{good}\n{bad_line}\n" if split == "train" else f"{good}\n")
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ('{"prompt": "Hi", "rejected": "no"}', "line 2: missing field 'chosen'"),
+        ('{"prompt": "Hi", "chosen": null, "rejected": "no"}', "line 2: field 'chosen' must be str/list"),
+        ('{"prompt": " ", "chosen": "yes", "rejected": "no"}', "line 2: field 'prompt' is empty"),
+        ('{"prompt": "Hi", "chosen": "same", "rejected": "same"}', "line 2: field 'rejected' is identical"),
+        ('{"prompt": 3, "chosen": "yes", "rejected": "no"}', "line 2: field 'prompt' must be str/list"),
+        ('{"prompt": "Hi", "chosen": "yes", "rej', "line 2: not valid JSON"),
+    ],
+)
+def test_bad_preference_rows_are_one_line_errors(workspace, tmp_path, capsys, bad_line, message):
+    data = tmp_path / "pairs"
+    _write_pairs(data, bad_line)
+    out = tmp_path / "never"
+    for command in ("reward", "dpo"):
+        args = _args(workspace, command, out)
+        args[args.index("--data") + 1] = str(data)
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            len(err.splitlines()) == 1
+            and "train.jsonl" in err
+            and message.replace("line ", "") in err.replace("train.jsonl:", "")
+        )
+        assert not out.exists() and not Path(f"{out}.json").exists()
+
+
+def _cli(workspace, out, *extra):
+    args = _args(workspace, "reward", out, "--save_steps", "2", *extra)
+    args[args.index("--max_steps") + 1] = "12"
+    return [sys.executable, "-m", "llm_align.cli", *args]
+
+
+def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_path):
+    """SIGKILL after the first checkpoint, rerun with --resume: the same final metrics as one clean run."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(_cli(workspace, clean), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cli(workspace, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(Path(f"{killed}.ckpt").glob("checkpoint-[2-9]*")) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint's files finish writing; a half-written one is not the latest
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not killed.exists()  # nothing but checkpoints left behind
+    subprocess.run([*_cli(workspace, killed), "--resume", "true"], check=True, env=env, capture_output=True)
+    a, b = (json.loads(Path(f"{p}.json").read_text()) for p in (clean, killed))
+    for key in ("accuracy", "margin", "accuracy_lo", "accuracy_hi"):
+        assert a[key] == b[key], key
+
+
+def test_gold_judge_win_rate_safety_and_kl_of_an_aligned_policy(workspace, tmp_path):
+    """The alignment evaluation end to end on tiny models: judge, reference, DPO policy, `llm-eval align`."""
+    from llm_eval.cli import main as eval_main
+
+    judge, policy = tmp_path / "gold", tmp_path / "dpo"
+    assert main(_args(workspace, "reward", judge, "--half", "second")) == 0
+    assert main(_args(workspace, "dpo", policy, "--method", "dpo")) == 0
+    common = [
+        "--reference",
+        str(workspace / "policy"),
+        "--judge",
+        str(judge),
+        "--data",
+        str(workspace / "synth" / "preference"),
+        "--max_new_tokens",
+        "8",
+        "--kl_samples",
+        "8",
+    ]
+    ref_items = tmp_path / "items_ref"
+    assert (
+        eval_main(
+            [
+                "align",
+                "--model",
+                str(workspace / "policy"),
+                *common,
+                "--items",
+                str(ref_items),
+                "--out",
+                str(tmp_path / "ref.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        eval_main(
+            [
+                "align",
+                "--model",
+                str(policy),
+                *common,
+                "--reference_items",
+                str(ref_items),
+                "--items",
+                str(tmp_path / "items_dpo"),
+                "--out",
+                str(tmp_path / "dpo.json"),
+            ]
+        )
+        == 0
+    )
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    m = json.loads((tmp_path / "dpo.json").read_text())
+    assert ref["kl"] == 0.0 and "win_rate" not in ref
+    assert 0 <= m["win_rate_lo"] <= m["win_rate"] <= m["win_rate_hi"] <= 100
+    assert abs(m["win"] + m["tie"] + m["loss"] - 100) < 1e-6
+    for key in ("harmful_refusal", "over_refusal"):
+        assert 0 <= m[key] <= 100 and f"{key}_lo" in m
+    assert "kl" in m and m["n_prompts"] > 20
+    rows = [json.loads(line) for line in (tmp_path / "items_dpo" / "answers.jsonl").read_text().splitlines()]
+    assert {"prompt", "category", "prediction", "refused", "gold_score"} <= set(rows[0])
