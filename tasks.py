@@ -129,7 +129,7 @@ def metrics(c):
     c.run("dvc metrics show")
 
 
-PACKAGES = ["llm-data", "llm-train", "llm-compress", "llm-infer", "llm-eval"]
+PACKAGES = ["llm-data", "llm-train", "llm-align", "llm-compress", "llm-infer", "llm-eval"]
 
 
 @task(help={"fast": "Skip the slow end-to-end tests", "package": "Test one package alone, e.g. llm-train"})
