@@ -98,7 +98,7 @@ def test_bad_preference_rows_are_one_line_errors(workspace, tmp_path, capsys, ba
 
 def _cli(workspace, out, *extra):
     args = _args(workspace, "reward", out, "--save_steps", "2", *extra)
-    args[args.index("--max_steps") + 1] = "12"
+    args[args.index("--max_steps") + 1] = "8"
     return [sys.executable, "-m", "llm_align.cli", *args]
 
 
