@@ -45,12 +45,9 @@ def _conversational(row: dict) -> dict:
     }
 
 
-def load_pairs(
-    folder: str, split: str, half: str = "all", categories: tuple[str, ...] = (), max_per_category: int = 0
-) -> list[dict]:
-    """Checked preference rows of one split (the `half` of its prompts; only `categories` if given; at most
-    `max_per_category` per category, the first in file order, 0 = all), in conversational shape, with
-    `category` kept."""
+def load_pairs(folder: str, split: str, half: str = "all", max_per_category: int = 0) -> list[dict]:
+    """Checked preference rows of one split (the `half` of its prompts; at most `max_per_category` per
+    category, the first in file order, 0 = all), in conversational shape, with `category` kept."""
     path = Path(folder) / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (run `llm-data synth` or `llm-data hub` first)")
@@ -60,18 +57,17 @@ def load_pairs(
         if half != "all" and half_of(row["prompt"]) != half:
             continue
         category = row.get("category", "")
-        if categories and category not in categories:
-            continue
         if max_per_category and taken.get(category, 0) >= max_per_category:
             continue
         taken[category] = taken.get(category, 0) + 1
         out.append({**_conversational(row), "category": category})
     if not out:
-        raise ValueError(f"{path}: no rows left after half={half!r} categories={list(categories)}")
+        raise ValueError(f"{path}: no rows left after half={half!r}")
     return out
 
 
-def to_dataset(rows: list[dict], columns: tuple[str, ...] = ("prompt", "chosen", "rejected")):
+def to_dataset(rows: list[dict]):
+    """The pairs as a `datasets.Dataset` with trl's columns only (category is metadata)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{c: r[c] for c in columns} for r in rows])
+    return Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows])

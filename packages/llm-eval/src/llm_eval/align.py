@@ -87,35 +87,23 @@ def load_prompts(folder: str, split: str) -> list[dict]:
 
 
 def _reply_logprobs(
-    model, tokenizer, prompts: list[str], replies_ids: list[list[int]], batch_size: int = 32
+    model, pad_id: int, prompt_ids: list[list[int]], replies_ids: list[list[int]], batch_size: int = 32
 ) -> list[float]:
     """Sum of log p(reply token | prompt, earlier reply tokens) for each (prompt, reply), batched with right
     padding (a causal model's logits at real positions do not see the padding after them)."""
     import torch
 
-    from llm_eval.run import render_prompts
-
-    texts, templated = render_prompts(tokenizer, prompts)
-    prompt_ids = [tokenizer(t, add_special_tokens=not templated)["input_ids"] for t in texts]
-    pad = tokenizer.pad_token_id
     out = []
-    for start in range(0, len(texts), batch_size):
-        seqs = [
-            p + r
-            for p, r in zip(
-                prompt_ids[start : start + batch_size], replies_ids[start : start + batch_size], strict=True
-            )
-        ]
+    for start in range(0, len(prompt_ids), batch_size):
+        pairs = list(zip(prompt_ids[start : start + batch_size], replies_ids[start : start + batch_size], strict=True))
+        seqs = [p + r for p, r in pairs]
         width = max(map(len, seqs))
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
+        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], device=model.device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=model.device)
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
         token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]  # (B, T-1): log p(token t+1 | tokens <= t)
-        for row, (p, r) in enumerate(
-            zip(prompt_ids[start : start + batch_size], replies_ids[start : start + batch_size], strict=True)
-        ):
-            out.append(float(token_logp[row, len(p) - 1 : len(p) - 1 + len(r)].sum()))
+        out += [float(token_logp[row, len(p) - 1 : len(p) - 1 + len(r)].sum()) for row, (p, r) in enumerate(pairs)]
     return out
 
 
@@ -127,6 +115,7 @@ def sampled_kl(policy, reference, tokenizer, prompts: list[str], max_new_tokens:
     from llm_eval.run import render_prompts
 
     texts, templated = render_prompts(tokenizer, prompts)
+    prompt_ids = [tokenizer(t, add_special_tokens=not templated)["input_ids"] for t in texts]
     gen = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=True,
@@ -137,15 +126,17 @@ def sampled_kl(policy, reference, tokenizer, prompts: list[str], max_new_tokens:
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
     replies = []
-    for text in texts:  # one at a time: no padding, so each reply's tokens are exactly what was sampled
-        batch = tokenizer([text], return_tensors="pt", add_special_tokens=not templated).to(policy.device)
+    for ids in prompt_ids:  # one at a time: no padding, so each reply's tokens are exactly what was sampled
+        batch = torch.tensor([ids], device=policy.device)
         with torch.no_grad():
-            ids = policy.generate(**batch, generation_config=gen)[0, batch["input_ids"].shape[1] :].tolist()
-        replies.append(ids)
-    lp_policy = _reply_logprobs(policy, tokenizer, prompts, replies)
-    lp_ref = _reply_logprobs(reference, tokenizer, prompts, replies)
+            replies.append(
+                policy.generate(input_ids=batch, attention_mask=torch.ones_like(batch), generation_config=gen)[
+                    0, len(ids) :
+                ].tolist()
+            )
+    lp_policy = _reply_logprobs(policy, tokenizer.pad_token_id, prompt_ids, replies)
+    lp_ref = _reply_logprobs(reference, tokenizer.pad_token_id, prompt_ids, replies)
     return [p - r for p, r in zip(lp_policy, lp_ref, strict=True)]
 
 

@@ -30,19 +30,16 @@ COLUMNS = (
 )
 
 
-def _refusals(items_dir: Path, name: str, category: str) -> tuple[list[str], list[float]]:
-    rows = read_jsonl(items_dir / f"align_{name}" / "answers.jsonl", {"prompt": str, "refused": bool})
-    picked = [r for r in rows if r.get("category") == category]
-    return [r["prompt"] for r in picked], [float(r["refused"]) for r in picked]
+def _answers(items_dir: Path, name: str) -> list[dict]:
+    return read_jsonl(items_dir / f"align_{name}" / "answers.jsonl", {"prompt": str, "refused": bool})
 
 
-def refusal_change(items_dir: Path, name: str, category: str) -> Estimate | None:
-    """Refusal rate of `name` minus the reference's on the same prompts of `category`, in points."""
-    prompts, ours = _refusals(items_dir, name, category)
-    ref_prompts, theirs = _refusals(items_dir, REFERENCE, category)
-    if not ours or prompts != ref_prompts:
+def refusal_change(ours: list[dict], reference: list[dict], category: str) -> Estimate | None:
+    """Refusal rate of `ours` minus the reference's on the same prompts of `category`, in points."""
+    ours, reference = ([r for r in rows if r.get("category") == category] for rows in (ours, reference))
+    if not ours or [r["prompt"] for r in ours] != [r["prompt"] for r in reference]:
         return None
-    return paired_diff_ci(ours, theirs, scale=100.0)
+    return paired_diff_ci([float(r["refused"]) for r in ours], [float(r["refused"]) for r in reference], scale=100.0)
 
 
 def alignment_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], items_dir: str | Path) -> dict:
@@ -65,10 +62,12 @@ def alignment_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], item
         path = metrics_dir / f"reward_{key}.json"
         if path.is_file():
             out["reward"][key] = read_json(path)
+    reference = _answers(Path(items_dir), REFERENCE)
     for name in rows:
         if name != REFERENCE:
+            answers = _answers(Path(items_dir), name)
             for category in ("safety", "benign"):
-                out[f"{name}_{category}_change"] = refusal_change(Path(items_dir), name, category)
+                out[f"{name}_{category}_change"] = refusal_change(answers, reference, category)
     return out
 
 

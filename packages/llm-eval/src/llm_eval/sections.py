@@ -216,7 +216,7 @@ SECTIONS = {
         "half. Safety is the share of held-out harmful requests refused and of their benign look-alikes "
         "refused (over-refusal; XSTest, Röttger et al. 2023, arXiv:2308.01263). KL is KL(policy || SFT) "
         "estimated on sampled replies.",
-        lambda m: align_report.finding(m), lambda m: align_report.goals(m), lambda m: align_report.comparisons(m),
+        align_report.finding, align_report.goals, align_report.comparisons,
     ),
     "distill": Section(
         "Knowledge distillation", "", "distill@kd, distill@sft, eval@student_kd, eval@student_sft",
