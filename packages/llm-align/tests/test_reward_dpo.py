@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -102,19 +101,31 @@ def _cli(workspace, out, *extra):
     return [sys.executable, "-m", "llm_align.cli", *args]
 
 
+# The run SIGKILLs itself right after checkpoint-4 is fully written: a real kill at a fixed point, so the
+# test never races the run (a sleep-then-kill test passed here and failed on a faster CI machine).
+_KILL_AFTER_CHECKPOINT_4 = """
+import os, signal, sys
+from transformers import Trainer
+from llm_align.cli import main
+save = Trainer._save_checkpoint
+def save_then_die(self, *a, **k):
+    save(self, *a, **k)
+    if self.state.global_step >= 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+Trainer._save_checkpoint = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_path):
-    """SIGKILL after the first checkpoint, rerun with --resume: the same final metrics as one clean run."""
+    """SIGKILL after a checkpoint, rerun with --resume: the same final metrics as one clean run."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(_cli(workspace, clean), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_cli(workspace, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(Path(f"{killed}.ckpt").glob("checkpoint-[2-9]*")) and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the checkpoint's files finish writing; a half-written one is not the latest
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args = _cli(workspace, killed)[3:]
+    died = subprocess.run([sys.executable, "-c", _KILL_AFTER_CHECKPOINT_4, *args], env=env, capture_output=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    assert (Path(f"{killed}.ckpt") / "checkpoint-4").is_dir()
     assert not killed.exists()  # nothing but checkpoints left behind
     subprocess.run([*_cli(workspace, killed), "--resume", "true"], check=True, env=env, capture_output=True)
     a, b = (json.loads(Path(f"{p}.json").read_text()) for p in (clean, killed))
