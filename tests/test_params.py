@@ -5,7 +5,10 @@ import re
 
 import pytest
 import yaml
+from llm_align.collect import CollectConfig
 from llm_align.dpo import DPOConfig
+from llm_align.grpo import GRPOConfig
+from llm_align.ppo import PPOConfig
 from llm_align.reward import RewardConfig
 from llm_compress.distill import DistillConfig
 from llm_compress.quantize import QuantizeConfig
@@ -45,8 +48,13 @@ def _sections():
     for name, cls in INFER.items():
         yield f"infer.{name}", cls, PARAMS["infer"][name]
     yield "align.reward", RewardConfig, PARAMS["align"]["reward"]
-    for method, section in PARAMS["align"]["dpo"].items():
-        yield f"align.dpo.{method}", DPOConfig, {**section, "method": method}
+    for name, section in PARAMS["align"]["dpo"].items():
+        yield f"align.dpo.{name}", DPOConfig, section
+    yield "align.collect", CollectConfig, PARAMS["align"]["collect"]
+    for run, section in PARAMS["align"]["ppo"].items():
+        yield f"align.ppo.{run}", PPOConfig, section
+    for method, section in PARAMS["align"]["grpo"].items():
+        yield f"align.grpo.{method}", GRPOConfig, {**section, "method": method}
     yield "eval.run", EvalConfig, PARAMS["eval"]["run"]
     yield "eval.align", AlignEvalConfig, PARAMS["eval"]["align"]
 
@@ -69,7 +77,7 @@ def test_every_params_key_is_used_by_dvc_yaml():
     dvc = (REPO / "dvc.yaml").read_text()
     for name, _cls, section in _sections():
         for key in section:
-            if key == "method" and name.startswith(("train.sft", "align.dpo")):
+            if key == "method" and name.startswith(("train.sft", "align.grpo")):
                 continue  # the section key itself is the method
             assert f"--{key} " in dvc, f"params.yaml {name}.{key} is never passed by dvc.yaml"
 
@@ -90,6 +98,12 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
             expected |= {f"reports/metrics/reward_{k}.json" for k in ("proxy", "gold")}
             expected |= {f"reports/metrics/align_{row}.json" for row in rows}
             expected |= {f"reports/items/align_{row}" for row in rows}
+            # the RL policies' train metrics (curve changes), per-step logs and over-optimisation curves
+            rl = [row for row in rows if row in PARAMS["align"]["ppo"] or row in PARAMS["align"]["grpo"]]
+            expected |= {f"reports/metrics/train_{row}.json" for row in rl}
+            expected |= {f"reports/plots/train_{row}/overopt.csv" for row in rl}
+            expected |= {f"reports/plots/train_{row}/{'ppo' if row in PARAMS['align']['ppo'] else row}.csv"
+                         for row in rl}
         if SECTIONS[section].metrics:
             expected.add(f"reports/metrics/{SECTIONS[section].metrics}")
         plots = f"reports/plots/infer_{section}"

@@ -44,8 +44,14 @@ REDUCED = {
     ("align", "reward", "epochs"): 1,
     ("align", "reward", "max_per_category"): 30,
     ("eval", "align", "kl_samples"): 16,
-    **{("align", "dpo", method, key): value for method in ("dpo", "ipo", "simpo", "orpo", "kto")
+    **{("align", "dpo", method, key): value for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy")
        for key, value in (("epochs", 1), ("max_per_category", 20))},
+    ("align", "collect", "max_per_category"): 20,
+    ("align", "collect", "samples"): 2,
+    **{("align", "ppo", run, key): value for run in ("ppo", "ppo_nokl")
+       for key, value in (("max_steps", 4), ("batch_size", 8), ("curve_every", 2), ("curve_prompts", 16))},
+    **{("align", "grpo", method, key): value for method in ("grpo", "rloo")
+       for key, value in (("max_steps", 4), ("batch_size", 16), ("curve_every", 2), ("curve_prompts", 16))},
 }
 
 
@@ -143,10 +149,15 @@ def test_alignment_path_judges_every_policy(repo_copy, path_run):
     assert "path alignment: done" in out
     report = (repo_copy / "reports" / "alignment.md").read_text()
     assert "## Alignment: reward model, preference optimisation and RL" in report
-    for policy in ("dpo", "ipo", "simpo", "orpo", "kto"):
+    for policy in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "ppo", "ppo_nokl", "grpo", "rloo"):
         m = json.loads((repo_copy / "reports/metrics" / f"align_{policy}.json").read_text())
         assert 0 <= m["win_rate_lo"] <= m["win_rate"] <= m["win_rate_hi"] <= 100
         assert f"{policy} vs SFT, gold-judge win rate" in report.split("## Side by side")[0]
+    for policy in ("ppo", "ppo_nokl", "grpo", "rloo"):  # the over-optimisation curve's start-to-end changes
+        assert f"{policy}, gold-judge score from the first to the last step" in report
+    assert "grpo vs SFT (arithmetic), exact match" in report
+    for image in ("overoptimisation", "rl_training"):
+        assert (repo_copy / "reports" / "alignment" / f"alignment_{image}.png").is_file()
     gold = json.loads((repo_copy / "reports/metrics/reward_gold.json").read_text())
     assert 0 <= gold["accuracy"] <= 100 and gold["n_pairs"] > 100
 

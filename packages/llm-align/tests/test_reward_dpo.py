@@ -195,3 +195,31 @@ def test_gold_judge_win_rate_safety_and_kl_of_an_aligned_policy(workspace, tmp_p
     assert "kl" in m and m["n_prompts"] > 20
     rows = [json.loads(line) for line in (tmp_path / "items_dpo" / "answers.jsonl").read_text().splitlines()]
     assert {"prompt", "category", "prediction", "refused", "gold_score"} <= set(rows[0])
+
+
+def test_hub_pairs_in_conversational_shape_train_reward_and_dpo(workspace, tmp_path):
+    """hh-rlhf rows as `llm-data hub` writes them (multi-turn message lists) go through the chat template."""
+    from llm_data.cli import main as data_main
+
+    fixture = Path(__file__).parents[2] / "llm-data" / "tests" / "fixtures" / "hh_rlhf"
+    hub = tmp_path / "hh"
+    assert data_main(["hub", "--name", "hh-rlhf", "--source", str(fixture), "--out", str(hub)]) == 0
+    row = json.loads((hub / "train.jsonl").read_text().splitlines()[0])
+    assert isinstance(row["prompt"], list) and row["chosen"][0]["role"] == "assistant"
+    for command in ("reward", "dpo"):
+        args = _args(workspace, command, tmp_path / command)
+        args[args.index("--data") + 1] = str(hub)
+        assert main(args) == 0
+    assert (tmp_path / "dpo" / "config.json").is_file()
+    assert 0 <= json.loads((tmp_path / "reward.json").read_text())["accuracy"] <= 100
+    from llm_eval.cli import main as eval_main
+
+    common = ["--reference", str(workspace / "policy"), "--judge", str(tmp_path / "reward"), "--data", str(hub),
+              "--max_new_tokens", "8", "--kl_samples", "4"]
+    ref, ours = tmp_path / "items_ref", tmp_path / "items_dpo"
+    assert eval_main(["align", "--model", str(workspace / "policy"), *common, "--items", str(ref)]) == 0
+    assert eval_main(["align", "--model", str(tmp_path / "dpo"), *common, "--reference_items", str(ref),
+                      "--items", str(ours), "--out", str(tmp_path / "align.json")]) == 0
+    answers = [json.loads(line) for line in (ours / "answers.jsonl").read_text().splitlines()]
+    assert answers and isinstance(answers[0]["prompt"], list)
+    assert "win_rate" in json.loads((tmp_path / "align.json").read_text())

@@ -41,8 +41,32 @@ def all_rows(splits: dict[str, list[dict]]) -> list[dict]:
     return [row for s in SPLITS for row in splits[s]]
 
 
+def key(prompt) -> str:
+    """A prompt (text, or a message list) as a hashable key."""
+    return json.dumps(prompt)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def reply(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def pair(prompt, chosen: str, rejected: str) -> dict:
+    """A preference row in trl's conversational shape, as the adapters write it."""
+    return {"prompt": user(prompt) if isinstance(prompt, str) else prompt, "chosen": reply(chosen),
+            "rejected": reply(rejected)}
+
+
+def text(row: dict) -> str:
+    """The prompt's text (every turn), for substring checks."""
+    return "\n".join(m["content"] for m in row["prompt"]) if isinstance(row["prompt"], list) else row["prompt"]
+
+
 def assert_disjoint(splits: dict[str, list[dict]]):
-    prompts = {s: {row["prompt"] for row in rows} for s, rows in splits.items()}
+    prompts = {s: {key(row["prompt"]) for row in rows} for s, rows in splits.items()}
     assert all(prompts.values()), "every split has rows"
     assert not prompts["train"] & prompts["validation"]
     assert not prompts["train"] & prompts["test"]
@@ -116,33 +140,30 @@ def test_hh_rlhf_subset_keeps_test_and_carves_validation(tmp_path):
     splits = read(out)
     assert [len(splits[s]) for s in SPLITS] == [10, 1, 4]
     assert_disjoint(splits)
-    # the test split is the source's own test file, mapped row by row
-    assert splits["test"][0] == {
-        "prompt": "\n\nHuman: How long should I steep green tea?\n\nAssistant:",
-        "chosen": "About two to three minutes.",
-        "rejected": "An hour.",
-    }
-    by_prompt = {r["prompt"]: r for r in splits["train"] + splits["validation"]}
-    # multi-turn: the prompt is the whole shared prefix, through the last "\n\nAssistant:"
-    cat = ("\n\nHuman: What is a good name for a cat?\n\nAssistant: How about Miso?"
-           "\n\nHuman: Something longer, please.\n\nAssistant:")
-    assert by_prompt[cat] == {
-        "prompt": cat, "chosen": "Maybe Sir Whiskers of Mapleton.", "rejected": "I don't know.",
-    }
+    # the test split is the source's own test file, mapped row by row, as conversational messages
+    assert splits["test"][0] == pair("How long should I steep green tea?", "About two to three minutes.", "An hour.")
+    by_prompt = {key(r["prompt"]): r for r in splits["train"] + splits["validation"]}
+    # multi-turn: the prompt is the whole shared transcript, through the last Human turn, one message per turn
+    cat = [{"role": "user", "content": "What is a good name for a cat?"},
+           {"role": "assistant", "content": "How about Miso?"},
+           {"role": "user", "content": "Something longer, please."}]
+    assert by_prompt[key(cat)] == pair(cat, "Maybe Sir Whiskers of Mapleton.", "I don't know.")
     # "Assistant:" inside a Human turn (no blank line before it) does not split the transcript
-    assert "\n\nHuman: Pretend you are my Assistant: what should I do first today?\n\nAssistant:" in by_prompt
+    assert key(user("Pretend you are my Assistant: what should I do first today?")) in by_prompt
     # blank lines inside a reply stay in the reply
-    rainy = by_prompt["\n\nHuman: Give me three ideas for a rainy day.\n\nAssistant:"]
-    assert rainy["chosen"] == (
+    rainy = by_prompt[key(user("Give me three ideas for a rainy day."))]
+    assert rainy["chosen"] == reply(
         "Here are three ideas:\n\n1. Bake bread.\n2. Build a blanket fort.\n3. Start a puzzle."
     )
-    assert by_prompt["\n\nHuman: What's a quick breakfast?\n\nAssistant:"]["chosen"] == (
+    assert by_prompt[key(user("What's a quick breakfast?"))]["chosen"] == reply(
         "Oatmeal with banana takes five minutes."
     )
     for row in all_rows(splits):
-        assert row["prompt"].startswith("\n\nHuman:") and row["prompt"].endswith("\n\nAssistant:")
-        assert row["chosen"] != row["rejected"] and row["chosen"] and row["rejected"]
-        assert "\n\nHuman:" not in row["chosen"] + row["rejected"]
+        roles = [m["role"] for m in row["prompt"]]
+        assert roles[0] == roles[-1] == "user" and all(a != b for a, b in zip(roles, roles[1:], strict=False))
+        assert row["chosen"] != row["rejected"] and row["chosen"][0]["content"] and row["rejected"][0]["content"]
+        assert "Human:" not in row["chosen"][0]["content"] + row["rejected"][0]["content"]
+        assert not any("\n\nHuman:" in m["content"] or "\n\nAssistant:" in m["content"] for m in row["prompt"])
 
     m = meta(out)
     assert m["subset"] == "helpful-base" and m["shape"] == "preference"
@@ -159,7 +180,7 @@ def test_hh_rlhf_all_subsets_and_single_file(tmp_path):
     assert m["skipped"] == {"empty_reply": 1, "ends_with_human_turn": 1, "identical_replies": 1,
                             "no_shared_prefix": 1}
     assert m["counts"]["test"] == 6
-    assert any("pick a lock" in r["prompt"] for r in read(out)["train"] + read(out)["validation"])
+    assert any("pick a lock" in text(r) for r in read(out)["train"] + read(out)["validation"])
 
     # one file has no splits of its own: validation and test are both carved
     one = hub(tmp_path / "one", "--name", "hh-rlhf", "--source", HH / "helpful-base" / "train.jsonl",
@@ -181,23 +202,22 @@ def test_shp_hub_layout_direction_and_filter(tmp_path):
     splits = read(out)
     assert [len(splits[s]) for s in SPLITS] == [12, 3, 3]
     assert_disjoint(splits)
-    rasp = [r for r in splits["train"] if r["prompt"] == RASP]
+    rasp = [r for r in splits["train"] if r["prompt"] == user(RASP)]
     pectinex = "Pectinex, perhaps? It's an enzyme that breaks down the connective tissue."
     freeze = "Freeze them first and the drupelets come apart easily."
     assert rasp == [
         # labels == 1: human_ref_A is preferred
-        {"prompt": RASP, "chosen": pectinex,
-         "rejected": "Raspberry juice makes a bright stain that fades within weeks."},
+        pair(RASP, pectinex, "Raspberry juice makes a bright stain that fades within weeks."),
         # labels == 0: human_ref_B is preferred
-        {"prompt": RASP, "chosen": pectinex, "rejected": freeze},
-        {"prompt": RASP, "chosen": freeze, "rejected": "Why would you want to do that?"},
+        pair(RASP, pectinex, freeze),
+        pair(RASP, freeze, "Why would you want to do that?"),
     ]
     rows = all_rows(splits)
-    chosen = {r["chosen"] for r in rows}
+    chosen = {r["chosen"][0]["content"] for r in rows}
     # score_ratio exactly 2.0 passes the default filter; 80 vs 75 (1.07) does not
     assert "Hone it every day and sharpen it every few months." in chosen
     assert "A very sharp knife crushes fewer cells, so less of the irritant escapes." not in chosen
-    assert not any(r["prompt"].startswith("Why are old maps") for r in rows)
+    assert not any(text(r).startswith("Why are old maps") for r in rows)
 
     m = meta(out)
     assert m["filters"] == {"min_score_ratio": 2.0}
@@ -214,7 +234,7 @@ def test_shp_no_filter_domain_subset_and_single_file(tmp_path):
     hist = hub(tmp_path / "hist", "--name", "shp", "--source", SHP, "--subset", "askhistorians")
     assert meta(hist)["counts"] == {"train": 4, "validation": 1, "test": 1}
     assert meta(hist)["subset"] == "askhistorians"
-    assert all("Ask" not in r["prompt"] and "raspberries" not in r["prompt"] for r in all_rows(read(hist)))
+    assert all("Ask" not in text(r) and "raspberries" not in text(r) for r in all_rows(read(hist)))
 
     # several pairs share one post: carving moves whole posts, so no post is in two splits
     one = hub(tmp_path / "one", "--name", "shp", "--source", SHP / "askculinary" / "train.json",
@@ -241,20 +261,15 @@ def test_tldr_feedback_comparisons(tmp_path):
     assert len(splits["validation"]) == 6
     assert len(splits["train"]) + len(splits["test"]) == 9
     # CNN/DailyMail rows have an article instead of a post; choice 0 then 1
-    assert splits["validation"][:2] == [
-        {"prompt": PARK, "chosen": "council approves park on old rail yard, building starts next spring.",
-         "rejected": "a park."},
-        {"prompt": PARK, "chosen": "council approves park on old rail yard, building starts next spring.",
-         "rejected": "businesses."},
-    ]
-    lonely = [r for r in splits["train"] + splits["test"] if r["prompt"] == LONELY]
+    park = "council approves park on old rail yard, building starts next spring."
+    assert splits["validation"][:2] == [pair(PARK, park, "a park."), pair(PARK, park, "businesses.")]
+    lonely = [r for r in splits["train"] + splits["test"] if r["prompt"] == user(LONELY)]
+    meet = "new city, no friends yet, weekends lonely. how do I meet people?"
+    work = "moved for work, no friends after 3 months, climbing gym felt awkward."
     assert lonely == [
-        {"prompt": LONELY, "chosen": "new city, no friends yet, weekends lonely. how do I meet people?",
-         "rejected": "I moved and I am sad."},
-        {"prompt": LONELY, "chosen": "new city, no friends yet, weekends lonely. how do I meet people?",
-         "rejected": "moved for work, no friends after 3 months, climbing gym felt awkward."},
-        {"prompt": LONELY, "chosen": "moved for work, no friends after 3 months, climbing gym felt awkward.",
-         "rejected": "I like my job."},
+        pair(LONELY, meet, "I moved and I am sad."),
+        pair(LONELY, meet, work),
+        pair(LONELY, work, "I like my job."),
     ]
     m = meta(out)
     assert m["subset"] == "comparisons"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_data.io import atomic_dir
 from llm_train.loop import LoopConfig
 
 
@@ -56,3 +58,92 @@ class AlignConfig(LoopConfig):
 
     def done(self) -> None:
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # the run finished; checkpoints only serve --resume
+
+
+@dataclass
+class RLConfig(AlignConfig):
+    """What the online RL commands (ppo, grpo) add: sampling, and the over-optimisation curve."""
+
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest sampled reply, in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the training replies."})
+    gold: str = field(
+        default="",
+        metadata={
+            "help": "Gold reward model (llm-align reward --half second). With it, the over-optimisation curve "
+            "(proxy reward and gold score against KL, Gao et al. 2022) is measured as training runs."
+        },
+    )
+    proxy: str = field(
+        default="models/reward-proxy",
+        metadata={"help": "The proxy reward model the curve reports (the one PPO optimises)."},
+    )
+    curve_data: str = field(
+        default="data/synth/preference",
+        metadata={"help": "Preference folder whose validation prompts the curve samples replies for."},
+    )
+    curve_every: int = field(default=10, metadata={"help": "Measure the curve every N steps."})
+    curve_prompts: int = field(default=64, metadata={"help": "Validation prompts per curve measurement."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("max_new_tokens", "curve_every", "curve_prompts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Callable[[], object]):
+    """Run `train()`; with `cfg.gold`, measure the over-optimisation curve as it runs and return it."""
+    if not cfg.gold:
+        train()
+        return None
+    from llm_eval.align import load_prompts
+    from llm_eval.judge import load_reward_model
+
+    from llm_align.curve import OverOptimisationCurve
+
+    prompts = [p["prompt"] for p in load_prompts(cfg.curve_data, "validation")][: cfg.curve_prompts]
+    curve = OverOptimisationCurve(
+        policy, reference, tokenizer, load_reward_model(cfg.proxy), load_reward_model(cfg.gold), prompts,
+        cfg.curve_every, cfg.max_new_tokens, cfg.seed,
+    )
+    trainer.add_callback(curve)
+    train()
+    return curve
+
+
+def rl_metrics(cfg: RLConfig, log_history: list[dict], step_logs: dict[str, str], csv_name: str, curve) -> dict:
+    """Write the per-step logs (`<plots>/<csv_name>`) and the curve (`overopt.csv`); return summary metrics:
+    the first and last tenth of the logged steps' means, non-finite steps, and the curve's changes."""
+    import csv
+    import math
+
+    from llm_align.curve import write_curve
+
+    rows = [
+        {"step": r["step"], **{col: r[key] for col, key in step_logs.items() if key in r}}
+        for r in log_history
+        if any(key in r for key in step_logs.values())
+    ]
+    metrics: dict[str, float] = {
+        "nonfinite_steps": sum(any(not math.isfinite(v) for k, v in r.items() if k != "step") for r in rows)
+    }
+    tenth = max(1, len(rows) // 10)
+    for col in step_logs:
+        values = [r[col] for r in rows if col in r]
+        if values:
+            metrics[f"{col}_first"] = sum(values[:tenth]) / len(values[:tenth])
+            metrics[f"{col}_last"] = sum(values[-tenth:]) / len(values[-tenth:])
+    if curve is not None:
+        metrics.update(curve.changes())
+        metrics.update({f"curve_{k}": v for k, v in curve.rows[-1].items() if k != "step"})
+    if cfg.plots:
+        with atomic_dir(cfg.plots) as tmp:
+            with open(tmp / csv_name, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["step", *step_logs], restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+            if curve is not None:
+                write_curve(tmp / "overopt.csv", curve.rows)
+    return metrics

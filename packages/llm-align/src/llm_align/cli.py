@@ -7,8 +7,11 @@ from llm_data.cli import dispatch
 PROG = "llm-align"
 # name -> (module, config class, run function); torch / transformers / trl load inside `run_*`.
 COMMANDS = {
+    "collect": ("llm_align.collect", "CollectConfig", "run_collect"),
     "reward": ("llm_align.reward", "RewardConfig", "run_reward"),
     "dpo": ("llm_align.dpo", "DPOConfig", "run_dpo"),
+    "ppo": ("llm_align.ppo", "PPOConfig", "run_ppo"),
+    "grpo": ("llm_align.grpo", "GRPOConfig", "run_grpo"),
 }
 
 

@@ -71,3 +71,15 @@ def to_dataset(rows: list[dict]):
     from datasets import Dataset
 
     return Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows])
+
+
+def distinct_prompts(folder: str, split: str, max_per_category: int = 0) -> list[list[dict]]:
+    """The distinct prompts of a preference split (as user-turn message lists), for online RL to sample
+    replies to; `max_per_category` caps the pairs read per category as in `load_pairs`."""
+    seen, out = set(), []
+    for row in load_pairs(folder, split, max_per_category=max_per_category):
+        key = str(row["prompt"])
+        if key not in seen:
+            seen.add(key)
+            out.append(row["prompt"])
+    return out

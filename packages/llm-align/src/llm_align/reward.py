@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
-from llm_eval.judge import conversation, load_reward_model, pairwise_accuracy, reward_scores
+from llm_eval.judge import conversation, conversation_ids, load_reward_model, pairwise_accuracy, reward_scores
 from llm_eval.stats import to_metrics
 from llm_train.loop import write_loss_curves
 
 from llm_align.base import AlignConfig
-from llm_align.data import HALVES, load_pairs, to_dataset
+from llm_align.data import HALVES, load_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,21 @@ def evaluate_pairs(folder: str, rows: list[dict], batch_size: int, max_length: i
     return metrics
 
 
+def _tokenized(tokenizer, rows: list[dict]):
+    """Pairs as trl's pre-tokenized reward columns, rendered exactly as `llm_eval.judge` scores them."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "chosen_ids": conversation_ids(tokenizer, r["prompt"] + r["chosen"]),
+                "rejected_ids": conversation_ids(tokenizer, r["prompt"] + r["rejected"]),
+            }
+            for r in rows
+        ]
+    )
+
+
 def run_reward(cfg: RewardConfig) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
@@ -99,8 +114,8 @@ def run_reward(cfg: RewardConfig) -> Path:
     trainer = RewardTrainer(
         model=model,
         args=args,
-        train_dataset=to_dataset(train),
-        eval_dataset=to_dataset(validation),
+        train_dataset=_tokenized(tokenizer, train),
+        eval_dataset=_tokenized(tokenizer, validation),
         processing_class=tokenizer,
     )
     start = time.perf_counter()

@@ -3,7 +3,10 @@
 Each adapter reads one public dataset in its exact column layout and maps its rows onto TRL's standard
 shapes: dolly-15k becomes prompt-completion rows (plus `messages`) for SFT, while Anthropic hh-rlhf,
 Stanford Human Preferences (Ethayarajh et al. 2022) and OpenAI's summarize-from-feedback comparisons
-(Stiennon et al. 2020) become explicit-prompt preference pairs for reward modelling and DPO. The source's
+(Stiennon et al. 2020) become explicit-prompt preference pairs for reward modelling and DPO, in TRL's
+*conversational* shape: the prompt is a list of messages (hh-rlhf's "Human:/Assistant:" transcript
+split into user and assistant turns) and each reply one assistant message, so a trainer applies the
+model's chat template instead of learning the source's raw markup. The source's
 splits are kept and missing ones carved from train (seeded, whole prompts at a time, so no prompt is in
 two splits); a local file or folder in the public layout works in place of the hub id, which is how the
 tests run offline.
@@ -13,6 +16,7 @@ tests run offline.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -141,12 +145,33 @@ def _binary(row: dict, path: str, where: str) -> int:
     return value
 
 
-def _pair(prompt: str, chosen: str, rejected: str, skipped: Counter) -> dict | None:
+def _pair(prompt: str | list[dict], chosen: str, rejected: str, skipped: Counter) -> dict | None:
+    """A conversational preference row; a plain-text prompt becomes one user turn."""
     # an identical pair carries no preference signal (and a zero DPO gradient)
     if chosen == rejected:
         skipped["identical_replies"] += 1
         return None
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return {
+        "prompt": messages,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def _hh_messages(transcript: str) -> list[dict]:
+    """'\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant:' -> user a, assistant b, user c.
+
+    A turn starts only at a blank line plus its speaker, so "Assistant:" inside a sentence stays text.
+    """
+    parts = _HH_TURN.split(transcript)  # ['', 'Human', ' a', 'Assistant', ' b', ...]
+    speakers, texts = parts[1::2], parts[2::2]
+    turns = [{"role": _HH_ROLES[w], "content": t.strip()} for w, t in zip(speakers, texts, strict=True)]
+    return turns[:-1] if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"] else turns
 
 
 # --- the adapters: one public row -> one of our rows, or None when skipped ----------------------------
@@ -183,7 +208,7 @@ def _hh(row: dict, where: str, cfg: HubConfig, skipped: Counter) -> dict | None:
     if not tail_c or not tail_r:
         skipped["empty_reply"] += 1
         return None
-    return _pair(prompt, tail_c, tail_r, skipped)
+    return _pair(_hh_messages(prompt), tail_c, tail_r, skipped)
 
 
 def _shp(row: dict, where: str, cfg: HubConfig, skipped: Counter) -> dict | None:
@@ -327,7 +352,7 @@ def _carve(rows: list[dict], fractions: dict[str, float], rng: random.Random, la
     """Carve the named splits out of `rows`, whole prompt groups at a time so no prompt is in two splits."""
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        groups.setdefault(row["prompt"], []).append(i)
+        groups.setdefault(json.dumps(row["prompt"]), []).append(i)  # a message-list prompt is not hashable
     if len(groups) <= len(fractions):
         raise ValueError(f"{label}: only {len(groups)} distinct prompts, too few to carve "
                          f"{' and '.join(fractions)} out of train")

@@ -74,19 +74,23 @@ class AlignEvalConfig:
             raise ValueError(f"kl_samples must be >= 0, got {self.kl_samples}")
 
 
+PROMPT = (str, list)  # plain text, or a conversation as {"role", "content"} messages (the hub adapters)
+
+
 def load_prompts(folder: str, split: str) -> list[dict]:
     """Distinct prompts of a preference split, in file order, with their category."""
     path = Path(folder) / f"{split}.jsonl"
-    rows = read_jsonl(path, {"prompt": str})
+    rows = read_jsonl(path, {"prompt": PROMPT})
     seen, out = set(), []
     for row in rows:
-        if row["prompt"] not in seen:
-            seen.add(row["prompt"])
+        key = json.dumps(row["prompt"])
+        if key not in seen:
+            seen.add(key)
             out.append({"prompt": row["prompt"], "category": row.get("category", "")})
     return out
 
 
-def _reply_logprobs(
+def reply_logprobs(
     model, pad_id: int, prompt_ids: list[list[int]], replies_ids: list[list[int]], batch_size: int = 32
 ) -> list[float]:
     """Sum of log p(reply token | prompt, earlier reply tokens) for each (prompt, reply), batched with right
@@ -107,8 +111,11 @@ def _reply_logprobs(
     return out
 
 
-def sampled_kl(policy, reference, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[float]:
-    """Per-prompt Monte-Carlo KL(policy || reference): log-ratio of one reply sampled from the policy."""
+def sample_replies(
+    policy, tokenizer, prompts: list, max_new_tokens: int, seed: int, batch_size: int = 64
+) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, reply ids) with one reply per prompt sampled at temperature 1 from the policy's own
+    distribution; each reply ends at its first end-of-sequence token, which it keeps."""
     import torch
     from transformers import GenerationConfig
 
@@ -116,27 +123,29 @@ def sampled_kl(policy, reference, tokenizer, prompts: list[str], max_new_tokens:
 
     texts, templated = render_prompts(tokenizer, prompts)
     prompt_ids = [tokenizer(t, add_special_tokens=not templated)["input_ids"] for t in texts]
+    eos = tokenizer.eos_token_id
     gen = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
     )
     torch.manual_seed(seed)
     replies = []
-    for ids in prompt_ids:  # one at a time: no padding, so each reply's tokens are exactly what was sampled
-        batch = torch.tensor([ids], device=policy.device)
+    for start in range(0, len(prompt_ids), batch_size):
+        chunk = prompt_ids[start : start + batch_size]
+        width = max(map(len, chunk))  # left padding: every prompt ends where generation starts
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in chunk], device=policy.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=policy.device)
         with torch.no_grad():
-            replies.append(
-                policy.generate(input_ids=batch, attention_mask=torch.ones_like(batch), generation_config=gen)[
-                    0, len(ids) :
-                ].tolist()
-            )
-    lp_policy = _reply_logprobs(policy, tokenizer.pad_token_id, prompt_ids, replies)
-    lp_ref = _reply_logprobs(reference, tokenizer.pad_token_id, prompt_ids, replies)
+            new = policy.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:].tolist()
+        replies += [r[: r.index(eos) + 1] if eos in r else r for r in new]
+    return prompt_ids, replies
+
+
+def sampled_kl(policy, reference, tokenizer, prompts: list, max_new_tokens: int, seed: int) -> list[float]:
+    """Per-prompt Monte-Carlo KL(policy || reference): log-ratio of one reply sampled from the policy."""
+    prompt_ids, replies = sample_replies(policy, tokenizer, prompts, max_new_tokens, seed)
+    lp_policy = reply_logprobs(policy, tokenizer.pad_token_id, prompt_ids, replies)
+    lp_ref = reply_logprobs(reference, tokenizer.pad_token_id, prompt_ids, replies)
     return [p - r for p, r in zip(lp_policy, lp_ref, strict=True)]
 
 
@@ -152,7 +161,7 @@ def run_align_eval(cfg: AlignEvalConfig) -> Path:
     reference_rows = None
     if cfg.reference_items:
         path = Path(cfg.reference_items) / "answers.jsonl"
-        reference_rows = read_jsonl(path, {"prompt": str, "gold_score": (int, float)})
+        reference_rows = read_jsonl(path, {"prompt": PROMPT, "gold_score": (int, float)})
         if [r["prompt"] for r in reference_rows] != [p["prompt"] for p in prompts]:
             raise ValueError(f"{path}: its prompts are not this split's ({cfg.data}/{cfg.split}); rerun the reference")
     torch.manual_seed(cfg.seed)

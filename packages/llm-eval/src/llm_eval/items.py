@@ -27,6 +27,7 @@ class Items:
     correct: list[float]  # 1.0 right, 0.0 wrong, per prompt
     nll: list[float]  # summed NLL per window; empty when the run skipped perplexity
     tokens: list[int]  # predicted tokens per window
+    categories: list[str]  # task category per prompt ("" when the data has none)
 
     @property
     def answers_file(self) -> Path:
@@ -50,18 +51,23 @@ def load_items(items_dir: str | Path, name: str) -> Items:
         raise ValueError(f"{folder / ANSWERS}: no rows")
     windows = read_jsonl(folder / PERPLEXITY, {"nll": (int, float), "tokens": int})
     return Items(name, folder, [a["prompt"] for a in answers], [float(a["correct"]) for a in answers],
-                 [float(w["nll"]) for w in windows], [w["tokens"] for w in windows])
+                 [float(w["nll"]) for w in windows], [w["tokens"] for w in windows],
+                 [str(a.get("category", "")) for a in answers])
 
 
-def exact_match_diff(a: Items, b: Items, seed: int = 0) -> Estimate:
-    """Exact match of `a` minus `b` in points, bootstrapped over the same prompts."""
+def exact_match_diff(a: Items, b: Items, seed: int = 0, category: str = "") -> Estimate:
+    """Exact match of `a` minus `b` in points, bootstrapped over the same prompts (those of `category`
+    only, when given)."""
     if a.prompts != b.prompts:
         raise ValueError(
             f"{a.answers_file} and {b.answers_file}: not the same test prompts in the same order "
             f"({len(a.prompts)} and {len(b.prompts)} rows); evaluate both with the same --data, --split "
             f"and --max_samples"
         )
-    return paired_diff_ci(a.correct, b.correct, scale=100.0, seed=seed)
+    keep = [i for i, c in enumerate(a.categories) if not category or c == category]
+    if not keep:
+        raise ValueError(f"{a.answers_file}: no test prompts of category {category!r}")
+    return paired_diff_ci([a.correct[i] for i in keep], [b.correct[i] for i in keep], scale=100.0, seed=seed)
 
 
 def perplexity_change(a: Items, b: Items, seed: int = 0) -> Estimate | None:

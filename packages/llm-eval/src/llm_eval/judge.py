@@ -36,29 +36,39 @@ def load_reward_model(folder: str, device: str = "cpu"):
 
 
 def conversation(prompt, reply) -> list[dict]:
-    """A (prompt, reply) pair as messages; either side may already be a message list."""
+    """A (prompt, reply) pair as messages; either side may already be a message list.
+
+    A decoded reply is stripped: generation continues after the template's "<|assistant|> ", so the
+    decoded text starts with that space, and the template would add a second one the reward model
+    never saw in training.
+    """
     user = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    assistant = [{"role": "assistant", "content": reply}] if isinstance(reply, str) else list(reply)
+    assistant = [{"role": "assistant", "content": reply.strip()}] if isinstance(reply, str) else list(reply)
     return user + assistant
+
+
+def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation as a reward model reads it: the chat template up to and including the
+    reply's end-of-turn token, without the whitespace the template puts after it.
+
+    The reward is read at the last token. A sampled reply ends at the end-of-turn token (where PPO reads
+    its reward, and what the policy learned to emit), not at the template's newline after it, so
+    training, judging and RL all score that same position.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip()
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def reward_scores(
     model, tokenizer, conversations: Sequence[list[dict]], batch_size: int = 32, max_length: int = 256
 ) -> list[float]:
-    """One scalar per conversation, rendered with the tokenizer's chat template as the reward model trained."""
+    """One scalar per conversation, tokenized by `conversation_ids` as the reward model trained."""
     import torch
 
-    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    ids = [conversation_ids(tokenizer, c)[:max_length] for c in conversations]
     scores: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            add_special_tokens=False,
-        ).to(model.device)
+    for start in range(0, len(ids), batch_size):
+        batch = tokenizer.pad({"input_ids": ids[start : start + batch_size]}, return_tensors="pt").to(model.device)
         with torch.no_grad():
             scores += model(**batch).logits[:, 0].float().tolist()
     return scores

@@ -63,6 +63,26 @@ TECHNIQUES = {
     "kto": ("Kahneman-Tversky optimisation (KTO)",
             "KTO (Ethayarajh et al. 2024, arXiv:2402.01306) needs only a thumbs-up or -down per reply: a "
             "prospect-theory value of the implicit reward against a KL baseline, so unpaired feedback suffices."),
+    "dpo_onpolicy": ("DPO on the policy's own samples",
+                     "The same DPO loss on on-policy pairs: four replies sampled from the SFT policy per prompt, "
+                     "the best against the worst by the proxy reward model (`llm-align collect`; iterative / "
+                     "online DPO, Xu et al. 2023, arXiv:2312.16682, labelled by a model as in RLAIF)."),
+    "ppo": ("RLHF with PPO",
+            "PPO (Schulman et al. 2017, arXiv:1707.06347) as in InstructGPT (Ouyang et al. 2022, arXiv:2203.02155): "
+            "the policy samples replies, the proxy reward model scores them, a per-token KL penalty to the SFT "
+            "reference is subtracted, and a value model (initialised from the reward model) gives the advantages "
+            "for the clipped policy update."),
+    "ppo_nokl": ("PPO without the KL penalty",
+                 "The same PPO run with kl_coef 0: nothing holds the policy near the SFT model, the setting in "
+                 "which Gao et al. 2022 (arXiv:2210.10760) see the proxy reward keep rising while the gold score "
+                 "peaks and falls (reward hacking)."),
+    "grpo": ("GRPO with a verifiable reward",
+             "GRPO (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300) samples a group of replies per prompt and "
+             "standardises each reward within its group, so no value model is needed; here the reward is 1 for "
+             "an exact arithmetic answer, a rule anyone can check (RL from verifiable rewards)."),
+    "rloo": ("RLOO with a verifiable reward",
+             "REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv:2402.14740; Kool et al. 2019): each reply's "
+             "baseline is the mean reward of the other replies to the same prompt; the same exact-answer reward."),
     "base": (
         "Pre-training (causal language modeling)",
         "A Llama-style decoder (pre-RMSNorm, rotary position embeddings, SwiGLU) trained from random "

@@ -226,18 +226,19 @@ def load_model(cfg: EvalConfig, device: str):
 # ----------------------------------------------------------------------------- metrics
 
 
-def render_prompts(tokenizer, prompts: list[str]) -> tuple[list[str], bool]:
-    """Each prompt as one user turn plus the generation prompt; raw `prompt + "\\n"` without a template.
+def render_prompts(tokenizer, prompts: list) -> tuple[list[str], bool]:
+    """Each prompt (text: one user turn; or a list of messages) plus the generation prompt; without a
+    chat template, the raw text (the turns' contents, one per line) and a newline.
 
     Returns the texts and whether they already hold special tokens (the template writes its own BOS).
     """
     if not tokenizer.chat_template:
-        return [p + "\n" for p in prompts], False
-    turns = [[{"role": "user", "content": p}] for p in prompts]
+        return [(p if isinstance(p, str) else "\n".join(m["content"] for m in p)) + "\n" for p in prompts], False
+    turns = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
     return [tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True) for t in turns], True
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy replies, batched with left padding; only the new tokens are decoded."""
     import torch
     from tqdm.auto import tqdm

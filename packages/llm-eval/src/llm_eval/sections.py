@@ -203,7 +203,7 @@ def _serve_finding(m: dict) -> str:
 SECTIONS = {
     "alignment": Section(
         "Alignment: reward model, preference optimisation and RL", "",
-        "reward@proxy, reward@gold, dpo@<method>, align_eval@<policy>, eval@<policy>",
+        "reward@proxy, reward@gold, dpo@<method>, ppo@<run>, grpo@<method>, align_eval@<policy>, eval@<policy>",
         "Alignment turns an instruction follower into one that prefers what people prefer. A reward model learns "
         "a scalar score from preference pairs (Bradley-Terry; Ouyang et al. 2022, arXiv:2203.02155) and RL "
         "maximises it under a KL penalty to the SFT model (PPO; Schulman et al. 2017, arXiv:1707.06347). The "
@@ -215,7 +215,10 @@ SECTIONS = {
         "al. 2022, arXiv:2210.10760) scores its reply against the SFT reference's: the win rate counts ties "
         "half. Safety is the share of held-out harmful requests refused and of their benign look-alikes "
         "refused (over-refusal; XSTest, Röttger et al. 2023, arXiv:2308.01263). KL is KL(policy || SFT) "
-        "estimated on sampled replies.",
+        "estimated on sampled replies. The online RL runs (PPO with and without its KL penalty; GRPO, Shao et "
+        "al. 2024, arXiv:2402.03300, and RLOO, Ahmadian et al. 2024, arXiv:2402.14740, with an exact-answer "
+        "reward on arithmetic) measure, every few steps, the proxy reward and the gold score of replies sampled "
+        "on the same validation prompts against their KL to SFT: the over-optimisation plot.",
         align_report.finding, align_report.goals, align_report.comparisons,
     ),
     "distill": Section(
@@ -376,7 +379,7 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
         if name == "distill":
             metrics = distill_metrics(Path(metrics_dir), read_json, teacher, items_dir)
         elif name == "alignment":
-            metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir)
+            metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
         else:
             path = Path(metrics_dir) / section.metrics
             if not path.is_file():
@@ -397,6 +400,9 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             ]))
         if name == "alignment":
             blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
+            for file, png in align_report.plots(metrics).items():
+                images[file] = png
+                blocks.append(("img", file, f"{section.title}: {file[len('alignment_'):-4].replace('_', ' ')}"))
         folder = Path(plots_dir) / f"infer_{name}"
         for table in sorted(folder.glob("*.csv")):
             headers, rows = _read_table(table)
