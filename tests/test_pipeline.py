@@ -48,6 +48,7 @@ REDUCED = {
        for key, value in (("epochs", 1), ("max_per_category", 20))},
     ("align", "collect", "max_per_category"): 20,
     ("align", "collect", "samples"): 2,
+    ("align", "collect", "min_margin"): 0.0,  # the reduced reward model's margins are small
     **{("align", "ppo", run, key): value for run in ("ppo", "ppo_nokl")
        for key, value in (("max_steps", 4), ("batch_size", 8), ("curve_every", 2), ("curve_prompts", 16))},
     **{("align", "grpo", method, key): value for method in ("grpo", "rloo")

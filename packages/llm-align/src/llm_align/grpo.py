@@ -108,9 +108,11 @@ class LearnedReward:
         self.model, self.tokenizer = load_reward_model(folder)
 
     def __call__(self, prompts, completions, **_) -> list[float]:
-        from llm_eval.judge import reward_scores
+        from llm_eval.judge import conversation, reward_scores
 
-        return reward_scores(self.model, self.tokenizer, [p + c for p, c in zip(prompts, completions, strict=True)])
+        # conversation() strips the decoded reply's leading space, as for every judged reply
+        pairs = [conversation(p, c[-1]["content"]) for p, c in zip(prompts, completions, strict=True)]
+        return reward_scores(self.model, self.tokenizer, pairs)
 
 
 def run_grpo(cfg: GRPOConfig) -> Path:

@@ -172,7 +172,7 @@ def comparisons(m: dict) -> list[str]:
             if change is not None:
                 lines.append(
                     f"{name}, {what} from the first to the last step of training (same validation prompts): "
-                    + verdict(change, f"{name}'s last step", "its first", unit="")
+                    + verdict(change, f"{name}'s last step", "its first", unit="", digits=2)
                 )
     return lines
 
