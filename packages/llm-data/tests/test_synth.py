@@ -1,11 +1,12 @@
 import json
 import os
+import re
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 from llm_data.cli import main
-from llm_data.synth import CATEGORIES, SynthConfig, build
+from llm_data.synth import _EQUATIONS, _FACT_SENTENCES, CATEGORIES, SynthConfig, build
 
 SMALL = ["--n_per_category", "40", "--n_documents", "60", "--n_countries", "6"]
 
@@ -83,6 +84,25 @@ def test_safety_requests_never_cross_splits():
 
     test, train = requests("test"), requests("train")
     assert len(test) >= 20 and not test & train and not requests("validation") & train
+
+
+def test_knowledge_is_written_in_several_phrasings():
+    """Knowledge augmentation: each fact kind and each operation appears in several phrasings in the
+    pre-training text, and every sum and difference it states is right."""
+    data = build(SynthConfig(n_per_category=20, n_documents=300, n_countries=4, max_operand=5))
+    text = " ".join(r["text"] for r in data["pretrain"]["train"])
+
+    def pattern(phrasing):  # a template as a regex: each {slot} becomes one word or number
+        return re.sub(r"\\\{(\w)\\\}", r"(?P<\1>\\w+)", re.escape(phrasing))
+
+    for kind, phrasings in {**_FACT_SENTENCES, **_EQUATIONS}.items():
+        seen = [p for p in phrasings if re.search(pattern(p), text)]
+        assert len(seen) >= 3, (kind, seen)
+    for op, phrasings in _EQUATIONS.items():
+        for p in phrasings:
+            for m in re.finditer(pattern(p), text):
+                a, b, c = (int(m[k]) for k in "abc")
+                assert c == (a + b if op == "+" else a - b), m[0]
 
 
 def test_deterministic_and_seed_dependent():

@@ -60,6 +60,17 @@ class AlignConfig(LoopConfig):
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # the run finished; checkpoints only serve --resume
 
 
+def load_tokenizer(name: str):
+    """The model's tokenizer, with the end-of-sequence token as padding when it has no pad token (hub
+    base models often have none; padded positions are masked out of every loss)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 @dataclass
 class RLConfig(AlignConfig):
     """What the online RL commands (ppo, grpo) add: sampling, and the over-optimisation curve."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from llm_data.io import require_local_or_hub, write_dataset, write_metrics
 
+from llm_align.base import load_tokenizer
 from llm_align.data import load_pairs
 
 logger = logging.getLogger(__name__)
@@ -100,16 +101,14 @@ def _pairs(cfg: CollectConfig, policy, tokenizer, judge, rows: list[dict], stats
 def run_collect(cfg: CollectConfig) -> Path:
     import torch
     from llm_eval.judge import load_reward_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
     splits = {
         "train": load_pairs(cfg.data, "train", max_per_category=cfg.max_per_category),
         "validation": load_pairs(cfg.data, "validation"),
     }
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(name)
     policy = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
     judge = None
     if cfg.label == "reward":

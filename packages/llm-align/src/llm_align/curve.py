@@ -36,7 +36,7 @@ class OverOptimisationCurve(TrainerCallback):
 
     def measure(self, step: int) -> dict:
         import torch
-        from llm_eval.align import reply_logprobs, sample_replies
+        from llm_eval.align import sampled_kl
         from llm_eval.judge import conversation, reward_scores
 
         was_training = self.policy.training
@@ -45,18 +45,9 @@ class OverOptimisationCurve(TrainerCallback):
         # make the steps comparable), and the training's random stream left exactly as it was.
         devices = [self.policy.device] if self.policy.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            prompt_ids, replies = sample_replies(
-                self.policy, self.tokenizer, self.prompts, self.max_new_tokens, self.seed
+            kl, replies = sampled_kl(
+                self.policy, self.reference, self.tokenizer, self.prompts, self.max_new_tokens, self.seed
             )
-        pad = self.tokenizer.pad_token_id
-        kl = [
-            p - r
-            for p, r in zip(
-                reply_logprobs(self.policy, pad, prompt_ids, replies),
-                reply_logprobs(self.reference, pad, prompt_ids, replies),
-                strict=True,
-            )
-        ]
         texts = self.tokenizer.batch_decode(replies, skip_special_tokens=True)
         conversations = [conversation(p, t) for p, t in zip(self.prompts, texts, strict=True)]
         values = {"kl": kl}

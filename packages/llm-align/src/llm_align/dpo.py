@@ -23,7 +23,7 @@ from pathlib import Path
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
 from llm_train.loop import write_loss_curves
 
-from llm_align.base import AlignConfig
+from llm_align.base import AlignConfig, load_tokenizer
 from llm_align.data import load_pairs, to_dataset
 
 logger = logging.getLogger(__name__)
@@ -111,14 +111,12 @@ def _trainer(cfg: DPOConfig, model, tokenizer, train, validation):
 
 def run_dpo(cfg: DPOConfig) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, set_seed
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
     train = load_pairs(cfg.data, "train", max_per_category=cfg.max_per_category)
     validation = load_pairs(cfg.data, "validation")
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(name)
     set_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     trainer = _trainer(cfg, model, tokenizer, train, validation)

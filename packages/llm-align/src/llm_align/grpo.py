@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, read_jsonl, require_local_or_hub, write_metrics
+from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
 
-from llm_align.base import RLConfig, rl_metrics, tracked_run
+from llm_align.base import RLConfig, load_tokenizer, rl_metrics, tracked_run
 
 logger = logging.getLogger(__name__)
 METHODS = {
@@ -73,20 +73,20 @@ class GRPOConfig(RLConfig):
 
 
 def load_tasks(folder: str, split: str, categories: str, max_per_category: int = 0) -> list[dict]:
-    """Checkable task rows (`prompt`, `answer`, `category`) of one split, filtered and capped per category."""
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (run `llm-data synth` first)")
+    """Checkable task rows (`prompt` as one user message, `answer`) of one split, filtered and capped per
+    category; read by llm-eval's own loader, so training and evaluation see the same rows."""
+    from llm_eval.run import load_rows
+
     wanted = {c.strip() for c in categories.split(",") if c.strip()}
     rows, taken = [], {}
-    for row in read_jsonl(path, {"prompt": str, "answer": str}):
+    for row in load_rows(folder, split):
         category = row.get("category", "")
         if (wanted and category not in wanted) or (max_per_category and taken.get(category, 0) >= max_per_category):
             continue
         taken[category] = taken.get(category, 0) + 1
         rows.append({"prompt": [{"role": "user", "content": row["prompt"]}], "answer": row["answer"]})
     if not rows:
-        raise ValueError(f"{path}: no rows with categories {sorted(wanted)}")
+        raise ValueError(f"{folder}/{split}.jsonl: no rows with categories {sorted(wanted)}")
     return rows
 
 
@@ -118,13 +118,11 @@ class LearnedReward:
 def run_grpo(cfg: GRPOConfig) -> Path:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, set_seed
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
     train = load_tasks(cfg.data, "train", cfg.categories, cfg.max_per_category)
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(name)
     funcs, weights = [exact_answer], [1.0]
     if cfg.reward_model:
         require_local_or_hub(cfg.reward_model, "llm-align reward")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
 
-from llm_align.base import RLConfig, rl_metrics, tracked_run
+from llm_align.base import RLConfig, load_tokenizer, rl_metrics, tracked_run
 from llm_align.data import distinct_prompts
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
     import torch
     from datasets import Dataset
     from llm_eval.judge import load_reward_model
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
     from trl.experimental.ppo import PPOConfig as TrlPPOConfig
     from trl.experimental.ppo import PPOTrainer
 
@@ -74,9 +74,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
     require_local_or_hub(cfg.reward_model, "llm-align reward")
     train = distinct_prompts(cfg.data, "train", cfg.max_per_category)
     validation = distinct_prompts(cfg.data, "validation")
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(name)
     tokenizer.padding_side = "left"  # PPO generates after the prompts, so they must end flush
 
     def encode(prompts: list[list[dict]]) -> Dataset:
@@ -121,6 +119,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
     with atomic_dir(cfg.out) as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(tmp)
+    cfg.done()  # PPO keeps no checkpoints, but the Trainer still created its output folder
     metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step}
     metrics.update(rl_metrics(cfg, trainer.state.log_history, STEP_LOGS, "ppo.csv", curve))
     logger.info("ppo %s: %s", cfg.out, metrics)

@@ -22,7 +22,7 @@ from llm_eval.judge import conversation, conversation_ids, load_reward_model, pa
 from llm_eval.stats import to_metrics
 from llm_train.loop import write_loss_curves
 
-from llm_align.base import AlignConfig
+from llm_align.base import AlignConfig, load_tokenizer
 from llm_align.data import HALVES, load_pairs
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _tokenized(tokenizer, rows: list[dict]):
 
 def run_reward(cfg: RewardConfig) -> Path:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig as TrlRewardConfig
     from trl import RewardTrainer
 
@@ -99,9 +99,7 @@ def run_reward(cfg: RewardConfig) -> Path:
     train = load_pairs(cfg.data, "train", cfg.half, max_per_category=cfg.max_per_category)
     validation = load_pairs(cfg.data, "validation", cfg.half)
     test = load_pairs(cfg.data, "test")  # both halves: the judge is scored on every held-out pair
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(name)
     set_seed(cfg.seed)  # the new one-output head is random: seed it before the model is built
     model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -177,14 +177,37 @@ class World:
         return rows
 
 
+# Knowledge augmentation (Allen-Zhu & Li 2023, arXiv:2309.14316): a fact read in several phrasings is
+# stored with its subject, so a question about it can be answered; read in one fixed sentence it is
+# memorised as that sentence and stays unextractable. Hence five phrasings per fact and per equation.
 _FACT_SENTENCES = {
-    "capital": ("The capital of {c} is {v}.", "{v} is the capital city of {c}.", "{c} has its capital in {v}."),
-    "language": ("People in {c} speak {v}.", "The language of {c} is {v}.", "In {c} everyone speaks {v}."),
+    "capital": (
+        "The capital of {c} is {v}.",
+        "{v} is the capital city of {c}.",
+        "{c} has its capital in {v}.",
+        "The capital city of {c} is called {v}.",
+        "In {c}, the seat of government is {v}.",
+    ),
+    "language": (
+        "People in {c} speak {v}.",
+        "The language of {c} is {v}.",
+        "In {c} everyone speaks {v}.",
+        "The people of {c} talk in {v}.",
+        "{c} has {v} as its language.",
+    ),
     "animal": (
         "The national animal of {c} is the {v}.",
         "In {c} the {v} is the national animal.",
         "The {v} is the animal of {c}.",
+        "{c} chose the {v} as its national animal.",
+        "The animal of {c} is the {v}.",
     ),
+}
+_EQUATIONS = {
+    "+": ("{a} + {b} = {c}.", "{a} plus {b} is {c}.", "Adding {a} and {b} gives {c}.", "The sum of {a} and {b} is {c}.",
+          "{a} and {b} make {c}."),
+    "-": ("{a} - {b} = {c}.", "{a} minus {b} is {c}.", "Taking {b} from {a} leaves {c}.",
+          "The difference of {a} and {b} is {c}.", "{a} less {b} is {c}."),
 }
 _FACT_QUESTIONS = {
     "capital": "What is the capital of {c}?",
@@ -311,12 +334,11 @@ def _classification(rng: random.Random, n: int) -> list[Item]:
 
 
 def _equation(rng: random.Random, op: str, max_operand: int) -> str:
-    """One line of the arithmetic table; differences keep the larger operand first."""
+    """One line of the arithmetic table, in one of its phrasings; differences keep the larger operand first."""
     a, b = rng.randrange(max_operand + 1), rng.randrange(max_operand + 1)
-    if op == "+":
-        return f"{a} + {b} = {a + b}."
-    a, b = max(a, b), min(a, b)
-    return f"{a} - {b} = {a - b}."
+    if op == "-":
+        a, b = max(a, b), min(a, b)
+    return rng.choice(_EQUATIONS[op]).format(a=a, b=b, c=a + b if op == "+" else a - b)
 
 
 def _review(rng: random.Random) -> str:

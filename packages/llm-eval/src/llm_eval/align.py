@@ -141,12 +141,15 @@ def sample_replies(
     return prompt_ids, replies
 
 
-def sampled_kl(policy, reference, tokenizer, prompts: list, max_new_tokens: int, seed: int) -> list[float]:
-    """Per-prompt Monte-Carlo KL(policy || reference): log-ratio of one reply sampled from the policy."""
+def sampled_kl(
+    policy, reference, tokenizer, prompts: list, max_new_tokens: int, seed: int
+) -> tuple[list[float], list[list[int]]]:
+    """Per-prompt Monte-Carlo KL(policy || reference), the log-ratio of one reply sampled from the policy,
+    and those reply ids (so a caller can also score the very replies the KL was measured on)."""
     prompt_ids, replies = sample_replies(policy, tokenizer, prompts, max_new_tokens, seed)
     lp_policy = reply_logprobs(policy, tokenizer.pad_token_id, prompt_ids, replies)
     lp_ref = reply_logprobs(reference, tokenizer.pad_token_id, prompt_ids, replies)
-    return [p - r for p, r in zip(lp_policy, lp_ref, strict=True)]
+    return [p - r for p, r in zip(lp_policy, lp_ref, strict=True)], replies
 
 
 def _rate(rows: list[dict], category: str, seed: int):
@@ -189,7 +192,7 @@ def run_align_eval(cfg: AlignEvalConfig) -> Path:
     if cfg.kl_samples and Path(cfg.model).resolve() != Path(cfg.reference).resolve():
         reference, _ = load_model(SimpleNamespace(model=cfg.reference, quantize="none"), "cpu")
         kl_prompts = [p["prompt"] for p in prompts[: cfg.kl_samples]]
-        kl = sampled_kl(model, reference, tokenizer, kl_prompts, cfg.max_new_tokens, cfg.seed)
+        kl, _ = sampled_kl(model, reference, tokenizer, kl_prompts, cfg.max_new_tokens, cfg.seed)
         metrics.update(to_metrics("kl", mean_ci(kl, seed=cfg.seed)))
     elif cfg.kl_samples:
         metrics["kl"] = 0.0  # the reference itself

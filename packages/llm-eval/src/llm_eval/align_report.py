@@ -17,6 +17,7 @@ from pathlib import Path
 from llm_data.io import read_jsonl
 
 from llm_eval.items import em_finding, exact_match_diff, load_items
+from llm_eval.report import png_bytes
 from llm_eval.stats import Estimate, from_metrics, paired_diff_ci, verdict
 
 # Table order; the rows present are shown. `sft_full` is the reference every policy is judged against.
@@ -214,14 +215,7 @@ def _series(rows: list[dict], key: str) -> tuple[list[float], list[float], list[
 def plots(m: dict) -> dict[str, bytes]:
     """PNG bytes by file name: the over-optimisation curve (proxy and gold against KL) and the RL
     training logs (reward and KL per step); empty when no RL policy ran."""
-    import io
-
     from matplotlib.figure import Figure  # the OO API: no pyplot global state, no GUI backend
-
-    def png(fig) -> bytes:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-        return buf.getvalue()
 
     out = {}
     if m.get("curves"):
@@ -235,7 +229,7 @@ def plots(m: dict) -> dict[str, bytes]:
                    title=f"{key.capitalize()} reward model" + (" (optimised)" if key == "proxy" else " (held out)"))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        out["alignment_overoptimisation.png"] = png(fig)
+        out["alignment_overoptimisation.png"] = png_bytes(fig)
     if m.get("steps"):
         fig = Figure(figsize=(10, 4))
         for i, label in enumerate(("reward", "KL")):
@@ -248,5 +242,5 @@ def plots(m: dict) -> dict[str, bytes]:
             ax.set(xlabel="step", ylabel=label, title=f"RL training: {label} of the sampled replies per step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        out["alignment_rl_training.png"] = png(fig)
+        out["alignment_rl_training.png"] = png_bytes(fig)
     return out

@@ -428,7 +428,8 @@ def findings(rows: dict[str, dict], reference: str, ref_items: Items | None) -> 
 # ----------------------------------------------------------------------------- plots
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes, with no timestamp in them (reruns give byte-identical files)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
@@ -448,7 +449,7 @@ def plot_losses(curves: dict, names: list[str]) -> bytes:
     ax.set(xlabel="step", ylabel="loss", title="Training loss (solid) and held-out loss (dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_exact_match(rows: dict[str, dict]) -> bytes:
@@ -468,7 +469,7 @@ def plot_exact_match(rows: dict[str, dict]) -> bytes:
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set(ylabel="exact match (%)", ylim=(0, 105), title="Exact match per model (whiskers: 95% interval)")
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
@@ -486,7 +487,7 @@ def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
     ax.set(ylabel="exact match (%)", ylim=(0, 105), title="Exact match per category")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=min(len(names), 6), loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -13,6 +13,7 @@ so the frozen weights take a quarter of the memory while the adapters train in f
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             merged = model.merge_and_unload()
             merged.save_pretrained(tmp / "merged")
             tokenizer.save_pretrained(tmp / "merged")
+    shutil.rmtree(f"{cfg.out}.ckpt", ignore_errors=True)  # SFT saves no checkpoints; the Trainer made the folder
     write_metrics(
         cfg.metrics,
         {
