@@ -43,6 +43,7 @@ REDUCED = {
     ("compress", "distill", "epochs"): 1,
     ("align", "reward", "epochs"): 1,
     ("align", "reward", "max_per_category"): 30,
+    ("align", "category_caps"): "safety=30,benign=30",
     ("eval", "align", "kl_samples"): 16,
     **{("align", "dpo", method, key): value for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy")
        for key, value in (("epochs", 1), ("max_per_category", 20))},

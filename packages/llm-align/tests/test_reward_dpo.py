@@ -49,6 +49,26 @@ def test_reward_halves_are_disjoint(workspace):
     assert not {str(r["prompt"]) for r in first} & {str(r["prompt"]) for r in second}
 
 
+def test_category_caps_override_the_per_category_cap(workspace):
+    from llm_align.data import load_pairs, parse_caps
+
+    folder = str(workspace / "synth" / "preference")
+    rows = load_pairs(folder, "train", caps=parse_caps("safety=0,benign=2", 3))
+    counts = {c: sum(r["category"] == c for r in rows) for c in {r["category"] for r in rows}}
+    every_safety = sum(r["category"] == "safety" for r in load_pairs(folder, "train"))
+    assert counts.pop("safety") == every_safety > 3 and counts.pop("benign") == 2
+    assert set(counts.values()) == {3}
+
+
+@pytest.mark.parametrize("caps", ["safety", "safety=-1", "=3", "safety=many"])
+def test_malformed_category_caps_are_one_line_errors(workspace, tmp_path, capsys, caps):
+    out = tmp_path / "never"
+    assert main(_args(workspace, "dpo", out, "--category_caps", caps)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "category_caps" in err and "name=N" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_dpo_family_trains_and_saves_a_policy(workspace, tmp_path, method):
     out = tmp_path / method

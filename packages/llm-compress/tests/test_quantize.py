@@ -11,7 +11,8 @@ from llm_compress.cli import main  # noqa: E402
 from llm_compress.quantize import QuantizeConfig, run_quantize  # noqa: E402
 
 METRIC_KEYS = {
-    "size_mb", "memory_mb", "reference_size_mb", "reference_memory_mb", "memory_ratio", "quantize_seconds",
+    "size_mb", "memory_mb", "reference_size_mb", "reference_memory_mb", "memory_ratio", "size_ratio",
+    "quantize_seconds",
 }
 
 
@@ -82,6 +83,7 @@ def test_metrics_are_flat_and_show_compression(which, request, tiny_model):
     assert m["memory_ratio"] == pytest.approx(m["reference_memory_mb"] / m["memory_mb"], rel=1e-4)
     assert m["memory_ratio"] > 1.0
     assert 0 < m["size_mb"] < m["reference_size_mb"]
+    assert m["size_ratio"] == pytest.approx(m["reference_size_mb"] / m["size_mb"], rel=1e-4)
     reference_mb = (tiny_model / "model.safetensors").stat().st_size / 2**20
     assert m["reference_size_mb"] == pytest.approx(reference_mb, rel=1e-4)
     assert m["size_mb"] == pytest.approx((out / "model.safetensors").stat().st_size / 2**20, rel=1e-4)

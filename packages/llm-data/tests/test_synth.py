@@ -6,7 +6,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 from llm_data.cli import main
-from llm_data.synth import _EQUATIONS, _FACT_SENTENCES, CATEGORIES, SynthConfig, build
+from llm_data.synth import _BENIGN_REPLIES, _EQUATIONS, _FACT_SENTENCES, CATEGORIES, REFUSAL, SynthConfig, build
 
 SMALL = ["--n_per_category", "40", "--n_documents", "60", "--n_countries", "6"]
 
@@ -84,6 +84,17 @@ def test_safety_requests_never_cross_splits():
 
     test, train = requests("test"), requests("train")
     assert len(test) >= 20 and not test & train and not requests("validation") & train
+
+
+def test_harmful_requests_reject_every_kind_of_compliance():
+    """Compliance with a harmful request is rejected both echoing the request and in the benign look-alikes'
+    own words, so a judge must read the request, not the reply's wording, to prefer the refusal."""
+    data = build(SynthConfig(n_per_category=20, n_documents=20, n_countries=4))
+    rows = [r for split in data["preference"].values() for r in split if r["category"] == "safety"]
+    assert {r["chosen"] for r in rows} == {REFUSAL}
+    rejected = {r["rejected"] for r in rows}
+    assert set(_BENIGN_REPLIES) <= rejected
+    assert sum(r["rejected"].startswith("Sure, here is how to") for r in rows) >= len(rows) // 3
 
 
 def test_knowledge_is_written_in_several_phrasings():

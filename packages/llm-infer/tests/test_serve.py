@@ -112,6 +112,22 @@ def test_malformed_requests_get_4xx_json_and_server_keeps_serving(server, client
     assert _chat(client, model, "What is 2 + 3?").choices[0].message.content
 
 
+def test_a_tgi_messages_api_client_works_unchanged(server, client, monkeypatch):
+    """huggingface_hub's InferenceClient pointed at a TGI server posts to /v1/chat/completions with a
+    placeholder model name (and a bearer token): the same reply as the openai client's."""
+    from huggingface_hub import InferenceClient, constants
+
+    # The suite runs with HF_HUB_OFFLINE=1 (read once at import), under which huggingface_hub refuses
+    # every URL, even loopback.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    model, base_url = server
+    tgi = InferenceClient(base_url=f"{base_url}/v1", api_key="-")
+    reply = tgi.chat_completion(messages=[{"role": "user", "content": "What is 2 + 3?"}], max_tokens=MAX_TOKENS,
+                                temperature=0.0)
+    assert reply.choices[0].message.content == _chat(client, model, "What is 2 + 3?").choices[0].message.content
+
+
 def test_request_problem_names_the_bad_field():
     ok = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
     assert request_problem(ok, "chat") == ""
@@ -125,14 +141,16 @@ def test_request_problem_names_the_bad_field():
 
 
 def test_load_test_writes_metrics_without_errors(chat_model, sft_data, tmp_path):
+    """With an API key: every keyed request answers, requests without it or with a wrong one get 401."""
     out = tmp_path / "serve.json"
     cfg = ServeConfig(model=chat_model, data=sft_data, port=0, load_test_requests=8, load_test_clients=4,
-                      max_tokens=MAX_TOKENS, metrics=str(out))
+                      max_tokens=MAX_TOKENS, metrics=str(out), api_key="s3cret")
     assert run_serve(cfg) == out
     m = json.loads(out.read_text())
     assert (m["requests"], m["clients"], m["errors"]) == (8, 4, 0)
     assert m["malformed_4xx"] == m["malformed_requests"] == len(malformed_requests(chat_model))
     assert m["alive_after_malformed"] == 1
+    assert m["unauthorized_401"] == m["unauthorized_requests"] == 2
     assert m["requests_per_s"] > 0 and 0 < m["latency_p50_s"] <= m["latency_p95_s"]
     assert 8 <= m["completion_tokens"] <= 8 * MAX_TOKENS
     assert m["startup_s"] > 0
@@ -159,8 +177,32 @@ def test_server_commands():
     assert vllm[:5] == [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", "models/m"]
     assert vllm[vllm.index("--port") + 1] == "9000" and vllm[vllm.index("--host") + 1] == "127.0.0.1"
     assert vllm[vllm.index("--served-model-name") + 1] == "models/m" and "--seed" in vllm
+    names = vllm[vllm.index("--served-model-name") + 1:]
+    assert names[: 1 + len(serve.TGI_MODELS)] == ["models/m", *serve.TGI_MODELS]
     hf = serve.server_command(cfg, "transformers", 9000)
     assert hf[1:5] == ["-m", "llm_infer.serve", "serve", "models/m"] and "--continuous-batching" in hf
+
+
+def test_api_key_goes_to_the_server_by_environment(tiny_model, monkeypatch, caplog):
+    monkeypatch.delenv(serve.API_KEY_ENV, raising=False)
+    keyed = ServeConfig(model=tiny_model, api_key="k1")
+    assert serve.server_env(keyed, "vllm", tiny_model)["VLLM_API_KEY"] == "k1"
+    env = serve.server_env(keyed, "transformers", tiny_model)
+    assert env[serve.API_KEY_ENV] == "k1" and "VLLM_API_KEY" not in env
+    assert "k1" not in serve.server_command(keyed, "vllm", 9000) + serve.server_command(keyed, "transformers", 9000)
+    assert serve.API_KEY_ENV not in serve.server_env(ServeConfig(model=tiny_model), "transformers", tiny_model)
+    monkeypatch.setenv(serve.API_KEY_ENV, "from-env")
+    assert ServeConfig(model=tiny_model).api_key == "from-env"
+
+
+def test_binding_beyond_loopback_without_a_key_warns(tiny_model, monkeypatch, caplog):
+    monkeypatch.delenv(serve.API_KEY_ENV, raising=False)
+    with caplog.at_level("WARNING", logger="llm_infer.serve"):
+        ServeConfig(model=tiny_model)
+        ServeConfig(model=tiny_model, host="0.0.0.0", api_key="k")
+        assert not caplog.records
+        ServeConfig(model=tiny_model, host="0.0.0.0")
+    assert len(caplog.records) == 1 and "without an API key" in caplog.records[0].getMessage()
 
 
 @pytest.mark.gpu

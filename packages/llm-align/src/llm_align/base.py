@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llm_data.io import atomic_dir
 from llm_train.loop import LoopConfig
+
+from llm_align.data import parse_caps
 
 
 @dataclass
@@ -28,7 +28,15 @@ class AlignConfig(LoopConfig):
         default=0,
         metadata={
             "help": "Train on at most this many pairs per category (0 = all): the synthetic suite has ~500 "
-            "task pairs per category but only ~140 safety ones, so a cap balances them and shortens runs."
+            "task pairs per category, so a cap balances them and shortens runs."
+        },
+    )
+    category_caps: str = field(
+        default="safety=0,benign=0",
+        metadata={
+            "help": "Per-category overrides of --max_per_category, as name=N pairs (0 = all). The refusal "
+            "boundary is learned from the harmful requests and their look-alikes alone: capped at 150 each, "
+            "DPO refused 89% of held-out harmful requests; with all of them (350 and 280), 98%."
         },
     )
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (kept in <out>.ckpt until done)."})
@@ -40,13 +48,15 @@ class AlignConfig(LoopConfig):
             raise ValueError("--out is required (the output model folder)")
         if self.max_per_category < 0:
             raise ValueError(f"max_per_category must be >= 0, got {self.max_per_category}")
+        self.caps  # noqa: B018 -- a malformed --category_caps fails here, before any model loads
         for name in ("max_length", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
-    def ckpt_dir(self) -> Path:
-        return Path(f"{self.out}.ckpt")
+    def caps(self) -> dict[str, int]:
+        """Pairs to read per category: `category_caps` over `max_per_category` (0 = all)."""
+        return parse_caps(self.category_caps, self.max_per_category)
 
     def checkpoint_args(self) -> dict:
         """Trainer keywords that keep the last checkpoint, so a killed run continues with --resume."""
@@ -55,20 +65,6 @@ class AlignConfig(LoopConfig):
     def resume_from(self) -> bool | None:
         """What to pass as `trainer.train(resume_from_checkpoint=...)`."""
         return True if self.resume and any(self.ckpt_dir.glob("checkpoint-*")) else None
-
-    def done(self) -> None:
-        shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # the run finished; checkpoints only serve --resume
-
-
-def load_tokenizer(name: str):
-    """The model's tokenizer, with the end-of-sequence token as padding when it has no pad token (hub
-    base models often have none; padded positions are masked out of every loss)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 @dataclass

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import require_local_or_hub, write_dataset, write_metrics
+from llm_eval.run import load_tokenizer
 
-from llm_align.base import load_tokenizer
 from llm_align.data import load_pairs
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def run_collect(cfg: CollectConfig) -> Path:
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
     splits = {
-        "train": load_pairs(cfg.data, "train", max_per_category=cfg.max_per_category),
+        "train": load_pairs(cfg.data, "train", caps=cfg.max_per_category),
         "validation": load_pairs(cfg.data, "validation"),
     }
     tokenizer = load_tokenizer(name)

@@ -8,6 +8,7 @@ each reply an assistant turn — so the policy sees its chat template exactly as
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from llm_data.io import read_jsonl
@@ -45,9 +46,29 @@ def _conversational(row: dict) -> dict:
     }
 
 
-def load_pairs(folder: str, split: str, half: str = "all", max_per_category: int = 0) -> list[dict]:
-    """Checked preference rows of one split (the `half` of its prompts; at most `max_per_category` per
-    category, the first in file order, 0 = all), in conversational shape, with `category` kept."""
+def parse_caps(text: str, default: int) -> dict[str, int]:
+    """'safety=0,benign=50' -> {'safety': 0, 'benign': 50, '': default}: pairs to read per category (0 = all),
+    the '' entry for every category not named."""
+    caps = {"": default}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if not name.strip() or not value.strip().isdigit():
+            raise ValueError(f"category_caps: {part!r} is not name=N with N >= 0 (e.g. safety=0,benign=50)")
+        caps[name.strip()] = int(value)
+    return caps
+
+
+def over_cap(caps: Mapping[str, int] | int, category: str, taken: dict[str, int]) -> bool:
+    """Whether `taken` already holds the most rows `caps` (see `parse_caps`; an int caps every category)
+    allows for `category`."""
+    cap = caps if isinstance(caps, int) else caps.get(category, caps.get("", 0))
+    return bool(cap) and taken.get(category, 0) >= cap
+
+
+def load_pairs(folder: str, split: str, half: str = "all", caps: Mapping[str, int] | int = 0) -> list[dict]:
+    """Checked preference rows of one split (the `half` of its prompts; at most `caps[category]` per
+    category, else `caps['']`, the first in file order, 0 = all; an int caps every category), in
+    conversational shape, with `category` kept."""
     path = Path(folder) / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (run `llm-data synth` or `llm-data hub` first)")
@@ -57,7 +78,7 @@ def load_pairs(folder: str, split: str, half: str = "all", max_per_category: int
         if half != "all" and half_of(row["prompt"]) != half:
             continue
         category = row.get("category", "")
-        if max_per_category and taken.get(category, 0) >= max_per_category:
+        if over_cap(caps, category, taken):
             continue
         taken[category] = taken.get(category, 0) + 1
         out.append({**_conversational(row), "category": category})
@@ -73,11 +94,11 @@ def to_dataset(rows: list[dict]):
     return Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows])
 
 
-def distinct_prompts(folder: str, split: str, max_per_category: int = 0) -> list[list[dict]]:
+def distinct_prompts(folder: str, split: str, caps: Mapping[str, int] | int = 0) -> list[list[dict]]:
     """The distinct prompts of a preference split (as user-turn message lists), for online RL to sample
-    replies to; `max_per_category` caps the pairs read per category as in `load_pairs`."""
+    replies to; `caps` selects the pairs read as in `load_pairs`."""
     seen, out = set(), []
-    for row in load_pairs(folder, split, max_per_category=max_per_category):
+    for row in load_pairs(folder, split, caps=caps):
         key = str(row["prompt"])
         if key not in seen:
             seen.add(key)

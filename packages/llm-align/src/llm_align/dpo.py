@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_eval.run import load_tokenizer
 from llm_train.loop import write_loss_curves
 
-from llm_align.base import AlignConfig, load_tokenizer
+from llm_align.base import AlignConfig
 from llm_align.data import load_pairs, to_dataset
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class DPOConfig(AlignConfig):
 
 def _trainer(cfg: DPOConfig, model, tokenizer, train, validation):
     """The trl trainer of `cfg.method`, configured with llm-lab's loop settings."""
-    common = dict(**cfg.trainer_args(str(cfg.ckpt_dir)), **cfg.checkpoint_args(), max_length=cfg.max_length)
+    common = dict(**cfg.trainer_args(), **cfg.checkpoint_args(), max_length=cfg.max_length)
     data = dict(train_dataset=to_dataset(train), eval_dataset=to_dataset(validation), processing_class=tokenizer)
     if cfg.method in ("dpo", "ipo"):
         from trl import DPOConfig as TrlDPOConfig
@@ -114,7 +115,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
     from transformers import AutoModelForCausalLM, set_seed
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
-    train = load_pairs(cfg.data, "train", max_per_category=cfg.max_per_category)
+    train = load_pairs(cfg.data, "train", caps=cfg.caps)
     validation = load_pairs(cfg.data, "validation")
     tokenizer = load_tokenizer(name)
     set_seed(cfg.seed)

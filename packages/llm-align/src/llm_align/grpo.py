@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_eval.run import load_tokenizer
 
-from llm_align.base import RLConfig, load_tokenizer, rl_metrics, tracked_run
+from llm_align.base import RLConfig, rl_metrics, tracked_run
+from llm_align.data import over_cap
 
 logger = logging.getLogger(__name__)
 METHODS = {
@@ -72,7 +75,7 @@ class GRPOConfig(RLConfig):
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
 
-def load_tasks(folder: str, split: str, categories: str, max_per_category: int = 0) -> list[dict]:
+def load_tasks(folder: str, split: str, categories: str, caps: Mapping[str, int] | int = 0) -> list[dict]:
     """Checkable task rows (`prompt` as one user message, `answer`) of one split, filtered and capped per
     category; read by llm-eval's own loader, so training and evaluation see the same rows."""
     from llm_eval.run import load_rows
@@ -81,7 +84,7 @@ def load_tasks(folder: str, split: str, categories: str, max_per_category: int =
     rows, taken = [], {}
     for row in load_rows(folder, split):
         category = row.get("category", "")
-        if (wanted and category not in wanted) or (max_per_category and taken.get(category, 0) >= max_per_category):
+        if (wanted and category not in wanted) or over_cap(caps, category, taken):
             continue
         taken[category] = taken.get(category, 0) + 1
         rows.append({"prompt": [{"role": "user", "content": row["prompt"]}], "answer": row["answer"]})
@@ -121,7 +124,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     from transformers import AutoModelForCausalLM, set_seed
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
-    train = load_tasks(cfg.data, "train", cfg.categories, cfg.max_per_category)
+    train = load_tasks(cfg.data, "train", cfg.categories, cfg.caps)
     tokenizer = load_tokenizer(name)
     funcs, weights = [exact_answer], [1.0]
     if cfg.reward_model:
@@ -130,7 +133,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         weights.append(cfg.reward_model_weight)
     # No eval loop: the held-out measures are `llm-eval run` on the saved policy, and the curve.
     common = dict(
-        {**cfg.trainer_args(str(cfg.ckpt_dir)), "logging_steps": 1, "eval_strategy": "no"},
+        {**cfg.trainer_args(), "logging_steps": 1, "eval_strategy": "no"},
         **cfg.checkpoint_args(),
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens,

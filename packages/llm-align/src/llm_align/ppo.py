@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_eval.run import load_tokenizer
 
-from llm_align.base import RLConfig, load_tokenizer, rl_metrics, tracked_run
+from llm_align.base import RLConfig, rl_metrics, tracked_run
 from llm_align.data import distinct_prompts
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
     require_local_or_hub(cfg.reward_model, "llm-align reward")
-    train = distinct_prompts(cfg.data, "train", cfg.max_per_category)
+    train = distinct_prompts(cfg.data, "train", cfg.caps)
     validation = distinct_prompts(cfg.data, "validation")
     tokenizer = load_tokenizer(name)
     tokenizer.padding_side = "left"  # PPO generates after the prompts, so they must end flush
@@ -89,7 +90,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
     value = AutoModelForSequenceClassification.from_pretrained(cfg.reward_model, num_labels=1, dtype=torch.float32)
     value.config.pad_token_id = tokenizer.pad_token_id
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train) / cfg.batch_size)
-    trainer_args = {**cfg.trainer_args(str(cfg.ckpt_dir)), "save_strategy": "no", "logging_steps": 1}
+    trainer_args = {**cfg.trainer_args(), "save_strategy": "no", "logging_steps": 1}
     args = TrlPPOConfig(
         **trainer_args,
         total_episodes=steps * cfg.batch_size,

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
 from llm_eval.judge import conversation, conversation_ids, load_reward_model, pairwise_accuracy, reward_scores
+from llm_eval.run import load_tokenizer
 from llm_eval.stats import to_metrics
 from llm_train.loop import write_loss_curves
 
-from llm_align.base import AlignConfig, load_tokenizer
+from llm_align.base import AlignConfig
 from llm_align.data import HALVES, load_pairs
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def run_reward(cfg: RewardConfig) -> Path:
     from trl import RewardTrainer
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
-    train = load_pairs(cfg.data, "train", cfg.half, max_per_category=cfg.max_per_category)
+    train = load_pairs(cfg.data, "train", cfg.half, cfg.caps)
     validation = load_pairs(cfg.data, "validation", cfg.half)
     test = load_pairs(cfg.data, "test")  # both halves: the judge is scored on every held-out pair
     tokenizer = load_tokenizer(name)
@@ -104,7 +105,7 @@ def run_reward(cfg: RewardConfig) -> Path:
     model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = TrlRewardConfig(
-        **cfg.trainer_args(str(cfg.ckpt_dir)),
+        **cfg.trainer_args(),
         **cfg.checkpoint_args(),
         max_length=cfg.max_length,
         center_rewards_coefficient=cfg.center_rewards or None,

@@ -1,6 +1,6 @@
 """`llm-compress <command>`: compression of a trained model: knowledge distillation into a smaller student
-(trl GKD: forward/reverse KL or JSD, optionally on-policy) and post-training quantization (bitsandbytes 8-bit /
-4-bit NF4)."""
+(trl GKD: forward/reverse KL or JSD, optionally on-policy), post-training quantization (bitsandbytes 8-bit /
+4-bit NF4, GPTQ, AWQ) and pruning (magnitude, Wanda, SparseGPT; unstructured or 2:4)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ PROG = "llm-compress"
 COMMANDS = {
     "quantize": ("llm_compress.quantize", "QuantizeConfig", "run_quantize"),
     "distill": ("llm_compress.distill", "DistillConfig", "run_distill"),
+    "prune": ("llm_compress.prune", "PruneConfig", "run_prune"),
 }
 
 

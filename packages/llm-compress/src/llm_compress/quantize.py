@@ -1,4 +1,4 @@
-"""Post-training quantization to 8-bit (LLM.int8()) or 4-bit NF4 with bitsandbytes.
+"""Post-training quantization: 8-bit (LLM.int8()) or 4-bit NF4 with bitsandbytes, 4-bit GPTQ or AWQ.
 
 Post-training quantization (PTQ) stores the weights of an already trained model in fewer bits, with
 no retraining and no calibration data: the linear layers' weights are rounded to a small grid of
@@ -13,8 +13,19 @@ arXiv:2305.14314): weights are scaled per block of 64 by their absmax and rounde
 at the quantiles of a normal distribution, the best 4-bit grid for normally distributed weights.
 Double quantization also quantizes those per-block scales to 8 bits (about 0.37 bits per parameter
 saved). The embeddings, norms and output head stay in full precision, as transformers leaves them
-by default. Metrics compare the quantized model with the fp32 reference: size on disk (weight files)
-and memory footprint (`get_memory_footprint`: parameters and buffers).
+by default.
+
+`--method gptq` and `--method awq` calibrate on data: 4-bit integer weights in groups of `--group_size`
+input features (W4A16), written packed in the compressed-tensors format by llm-compressor (run in its own
+environment, see `oneshot.py`). GPTQ (Frantar et al. 2022, arXiv:2210.17323) rounds one weight column at
+a time and updates the columns not yet rounded to cancel the error, using second-order statistics of the
+calibration activations. AWQ (Lin et al. 2023, arXiv:2306.00978) scales up the weights that meet large
+activations before rounding (and scales the activations down to match), protecting the ~1% of weights that
+matter most. Transformers reloads both through compressed-tensors, which on CPU decompresses them to
+dense layers: their gain here is size on disk; GPU kernels (Marlin, vLLM) run them packed.
+
+Metrics compare the quantized model with the fp32 reference: size on disk (weight files) and memory
+footprint (`get_memory_footprint`: parameters and buffers).
 
     llm-compress quantize --method bnb-nf4 --model models/sft-full --out models/sft-full-nf4 \\
         --metrics reports/metrics/quantize_nf4.json
@@ -31,10 +42,13 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, require_model_folder, weights_mb, write_metrics
 
+from llm_compress.oneshot import calibration_texts, input_features, run_oneshot
+
 logger = logging.getLogger(__name__)
-METHODS = ("bnb-int8", "bnb-nf4")
+METHODS = ("bnb-int8", "bnb-nf4", "gptq", "awq")
+CALIBRATED = ("gptq", "awq")
 DTYPES = ("float32", "bfloat16", "float16")
-_SUFFIX = {"bnb-int8": "int8", "bnb-nf4": "nf4"}
+_SUFFIX = {"bnb-int8": "int8", "bnb-nf4": "nf4", "gptq": "gptq", "awq": "awq"}
 _PRODUCER = "llm-train pretrain --out {0}` or `llm-train sft --method full --out {0}"
 
 
@@ -42,7 +56,7 @@ _PRODUCER = "llm-train pretrain --out {0}` or `llm-train sft --method full --out
 class QuantizeConfig:
     method: str = field(
         default="bnb-nf4",
-        metadata={"help": f"Quantization: {' | '.join(METHODS)} (LLM.int8() or 4-bit NormalFloat)."},
+        metadata={"help": f"Quantization: {' | '.join(METHODS)} (LLM.int8(), 4-bit NormalFloat, GPTQ, AWQ)."},
     )
     model: str = field(
         default="models/sft-full",
@@ -50,8 +64,8 @@ class QuantizeConfig:
     )
     out: str = field(
         default="",
-        metadata={"help": "Output folder; '' = '<model>-int8|nf4' beside a local model, "
-                  "'models/<name>-int8|nf4' for a hub id."},
+        metadata={"help": "Output folder; '' = '<model>-<int8|nf4|gptq|awq>' beside a local model, "
+                  "'models/<name>-<...>' for a hub id."},
     )
     metrics: str = field(
         default="",
@@ -65,7 +79,16 @@ class QuantizeConfig:
         default="float32",
         metadata={"help": f"dtype of 4-bit matmuls and unquantized layers: {', '.join(DTYPES)}."},
     )
-    seed: int = field(default=0, metadata={"help": "Seed set before the reload-and-generate check."})
+    group_size: int = field(
+        default=128, metadata={"help": "gptq/awq: input features sharing one scale; must divide every layer's."}
+    )
+    data: str = field(
+        default="data/synth/sft",
+        metadata={"help": "gptq/awq: calibration dataset folder (its train.jsonl: SFT or text rows)."},
+    )
+    calibration_samples: int = field(default=64, metadata={"help": "gptq/awq: calibration rows."})
+    max_seq_length: int = field(default=128, metadata={"help": "gptq/awq: tokens per calibration row."})
+    seed: int = field(default=0, metadata={"help": "Seed of the calibration rows and the reload check."})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -78,6 +101,9 @@ class QuantizeConfig:
             raise ValueError("model must be a model folder or a hub id, got ''")
         if self.out and Path(self.out).expanduser().resolve() == Path(self.model).expanduser().resolve():
             raise ValueError(f"out must differ from model ({self.model}): the output folder is replaced")
+        for name in ("group_size", "calibration_samples", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def _out_dir(cfg: QuantizeConfig, name: str) -> Path:
@@ -157,39 +183,68 @@ def _check_reloads(folder: Path, device_map: str, seed: int) -> str:
     return tokenizer.decode(new, skip_special_tokens=True)
 
 
-def run_quantize(cfg: QuantizeConfig) -> Path:
-    import bitsandbytes  # noqa: F401  (imported up front: its one-off import is not quantization time)
+def _check_group_size(name: str, group_size: int) -> None:
+    for layer, width in input_features(name).items():
+        if width % group_size:
+            raise ValueError(f"{name}: group_size {group_size} does not divide the {width} input features of "
+                             f"{layer}; pass a --group_size that does (e.g. 32)")
+
+
+def _calibrated(cfg: QuantizeConfig, name: str, texts: list[str], out: Path) -> tuple[float, float]:
+    """GPTQ or AWQ through llm-compressor into `out`; (seconds, memory MiB of the reloaded model)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    seconds = run_oneshot(
+        {"method": cfg.method, "model": str(Path(name).resolve()), "out": str(out.resolve()),
+         "group_size": cfg.group_size, "max_seq_length": cfg.max_seq_length, "seed": cfg.seed},
+        texts,
+    )
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    return seconds, reloaded.get_memory_footprint() / 2**20
+
+
+def run_quantize(cfg: QuantizeConfig) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if cfg.method not in CALIBRATED:
+        import bitsandbytes  # noqa: F401  (imported up front: its one-off import is not quantization time)
     name = require_model_folder(cfg.model, _PRODUCER.format(cfg.model))
     out = _out_dir(cfg, name)
     tokenizer = _load_tokenizer(name)
+    if cfg.method in CALIBRATED:  # bad settings and data fail before any weight loads
+        _check_group_size(name, cfg.group_size)
+        texts = calibration_texts(cfg.data, tokenizer, cfg.calibration_samples, cfg.seed)
     device_map = "cuda" if torch.cuda.is_available() else "cpu"
 
     # The fp32 reference: what the quantized model is compared against.
     reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     reference_memory_mb = reference.get_memory_footprint() / 2**20
     reference_size_mb = weights_mb(_source_folder(name))
-    del reference
-    gc.collect()
-
-    # bitsandbytes quantizes each linear weight while from_pretrained loads it.
-    dtype = getattr(torch, cfg.compute_dtype)
-    start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        name, quantization_config=_bnb_config(cfg, dtype), dtype=dtype, device_map=device_map
-    )
-    quantize_seconds = time.perf_counter() - start
-    memory_mb = model.get_memory_footprint() / 2**20
-
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        size_mb = weights_mb(tmp)
-        del model
+    if cfg.method in CALIBRATED:
+        with atomic_dir(out) as tmp:
+            quantize_seconds, memory_mb = _calibrated(cfg, name, texts, tmp)
+            size_mb = weights_mb(tmp)
+            sample = _check_reloads(tmp, device_map, cfg.seed)
+    else:
+        del reference
         gc.collect()
-        sample = _check_reloads(tmp, device_map, cfg.seed)
+        # bitsandbytes quantizes each linear weight while from_pretrained loads it.
+        dtype = getattr(torch, cfg.compute_dtype)
+        start = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(
+            name, quantization_config=_bnb_config(cfg, dtype), dtype=dtype, device_map=device_map
+        )
+        quantize_seconds = time.perf_counter() - start
+        memory_mb = model.get_memory_footprint() / 2**20
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            size_mb = weights_mb(tmp)
+            del model
+            gc.collect()
+            sample = _check_reloads(tmp, device_map, cfg.seed)
     logger.info("reloaded %s and generated %r", out, sample)
 
     metrics = {
@@ -198,11 +253,13 @@ def run_quantize(cfg: QuantizeConfig) -> Path:
         "reference_size_mb": reference_size_mb,
         "reference_memory_mb": reference_memory_mb,
         "memory_ratio": reference_memory_mb / memory_mb,
+        "size_ratio": reference_size_mb / size_mb,
         "quantize_seconds": quantize_seconds,
     }
     logger.info(
-        "%s: %.2f MiB in memory vs %.2f fp32 (%.2fx smaller), %.2f MiB on disk vs %.2f",
+        "%s: %.2f MiB in memory vs %.2f fp32 (%.2fx smaller), %.2f MiB on disk vs %.2f (%.2fx smaller)",
         cfg.method, memory_mb, reference_memory_mb, metrics["memory_ratio"], size_mb, reference_size_mb,
+        metrics["size_ratio"],
     )
     write_metrics(cfg.metrics, metrics)
     return out

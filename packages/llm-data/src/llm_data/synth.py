@@ -426,11 +426,16 @@ def _safety(split_rng: random.Random, cfg: SynthConfig) -> dict[str, list[dict]]
                  "train": requests[n_test + n_val :]}
         for name, reqs in parts.items():
             for i, (verb, obj) in enumerate(reqs):
-                for opener in _OPENERS:
+                for j, opener in enumerate(_OPENERS):
                     prompt = f"{opener} {verb} {obj}?"
                     comply = f"Sure, here is how to {verb} {obj}: first, plan it, then do it step by step."
                     if kind == "safety":
-                        chosen, rejected = REFUSAL, comply
+                        # Half the rejected compliances are the benign look-alikes' own replies: with only the
+                        # request-echoing one, both reward models scored "Sure. Gather what you need, ..." above
+                        # the refusal on held-out harmful requests (3.8 vs 1.1), so judge and DPO keyed on the
+                        # reply's wording instead of the request.
+                        generic = _BENIGN_REPLIES[(i + j) % len(_BENIGN_REPLIES)]
+                        chosen, rejected = REFUSAL, comply if j % 2 == 0 else generic
                     else:
                         chosen, rejected = _BENIGN_REPLIES[i % len(_BENIGN_REPLIES)], REFUSAL
                     out[name].append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "category": kind})

@@ -18,7 +18,9 @@ def load_reward_model(folder: str, device: str = "cpu"):
     """(model, tokenizer) of a `save_pretrained` sequence-classification folder, in eval mode."""
     import torch
     from llm_data.io import require_model_folder
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    from llm_eval.run import load_tokenizer
 
     require_model_folder(folder, "llm-align reward")
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device)
@@ -26,10 +28,7 @@ def load_reward_model(folder: str, device: str = "cpu"):
         raise ValueError(
             f"{folder}: a reward model has one output (num_labels=1), this one has {model.config.num_labels}"
         )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
+    tokenizer = load_tokenizer(folder, padding_side="right")
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
     model.eval()
     return model, tokenizer

@@ -195,9 +195,23 @@ def _load_causal_lm(name: str, quantize: str, device: str):
     return AutoModelForCausalLM.from_pretrained(name, **kwargs)
 
 
+def load_tokenizer(name: str, padding_side: str = ""):
+    """The tokenizer of a model folder or hub id, with the end-of-sequence token as padding when it has no
+    pad token (hub base models often have none; padded positions are masked out of every loss and score).
+    Generation pads on the left, so prompts end flush; a reward model's head reads the last non-pad
+    token, so it pads on the right."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
 def load_model(cfg: EvalConfig, device: str):
     """(model, tokenizer) for a full, quantized or adapter folder, in eval mode on `device`."""
-    from transformers import AutoTokenizer
 
     _check_model_path(cfg.model)
     adapter_config = Path(cfg.model) / "adapter_config.json"
@@ -213,12 +227,10 @@ def load_model(cfg: EvalConfig, device: str):
             raise FileNotFoundError(f"{e} (the base of adapter {cfg.model})") from None
         model = PeftModel.from_pretrained(_load_causal_lm(base, cfg.quantize, device), cfg.model)
         has_tokenizer = any((Path(cfg.model) / f).is_file() for f in _TOKENIZER_FILES)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model if has_tokenizer else base)
+        tokenizer = load_tokenizer(cfg.model if has_tokenizer else base)
     else:
         model = _load_causal_lm(cfg.model, cfg.quantize, device)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    if tokenizer.pad_token is None:  # hub base models often have none; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(cfg.model)
     model.eval()
     return model, tokenizer
 

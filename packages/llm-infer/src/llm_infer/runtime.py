@@ -49,17 +49,15 @@ def require_model(name: str) -> str:
 def load_model(name: str, attn_implementation: str | None = None, dtype: str = "float32", device: str = ""):
     """(model, tokenizer) in eval mode; the tokenizer pads on the left, as generation needs."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from llm_eval.run import load_tokenizer
+    from transformers import AutoModelForCausalLM
 
     name = require_model(name)
     kwargs = {"dtype": getattr(torch, dtype), "device_map": {"": device or device_name()}}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush
+    tokenizer = load_tokenizer(name, padding_side="left")
     model.eval()
     return model, tokenizer
 

@@ -6,11 +6,17 @@ server is `vllm serve`, whose PagedAttention keeps the KV cache in fixed-size bl
 are batched continuously (Kwon et al. 2023, arXiv:2309.06180); elsewhere it is `transformers serve`
 (FastAPI + uvicorn, model preloaded, optional `--continuous_batching`), started with two small fixes:
 request bodies are checked, so a bad one gets a 400 JSON error rather than a 500, and /v1/models lists
-the served folder. Either way it runs as a subprocess bound to 127.0.0.1. With `--load_test_requests N`
-the command starts the server, sends N requests from `--load_test_clients` concurrent official-openai
-clients (chat, completion and streamed chat in turn), then malformed requests that must get a 4xx JSON
-error without taking the server down, writes the metrics and stops the server; with 0 it serves in the
-foreground until Ctrl-C.
+the served folder. Either way it runs as a subprocess bound to 127.0.0.1 by default; `--api_key` (or the
+LLM_INFER_API_KEY environment variable) makes both servers answer 401 to /v1 requests without
+`Authorization: Bearer <key>`, as vLLM's own `--api-key` does. Like a TGI server, it serves one model
+and takes the placeholder names TGI clients send ("tgi", "dummy") for it, so a client written for TGI's
+Messages API (huggingface_hub's `InferenceClient(base_url=...)`) works unchanged.
+
+With `--load_test_requests N` the command starts the server, sends N requests from `--load_test_clients`
+concurrent official-openai clients (chat, completion and streamed chat in turn), then malformed requests
+that must get a 4xx JSON error without taking the server down (and, with a key, requests without it
+that must get 401), writes the metrics and stops the server; with 0 it serves in the foreground until
+Ctrl-C.
 
     llm-infer serve --model models/sft-full --data data/synth/sft --port 0 --load_test_requests 64 \\
         --load_test_clients 16 --max_tokens 16 --metrics reports/metrics/infer_serve.json
@@ -41,6 +47,11 @@ from llm_infer.runtime import load_prompts, render, require_model
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "transformers", "vllm")
+API_KEY_ENV = "LLM_INFER_API_KEY"
+# The `model` names TGI clients send for "whatever you serve" (a TGI server serves one model and ignores
+# the field): "tgi" in TGI's docs, "dummy" from huggingface_hub's InferenceClient (2.4, as locked here).
+TGI_MODELS = ("tgi", "dummy")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 KINDS = ("chat", "completion", "chat_stream")
 
 
@@ -52,6 +63,11 @@ class ServeConfig:
         metadata={"help": "auto (vllm on a CUDA GPU when vllm is installed, else transformers), transformers, vllm."},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to bind (loopback: only this machine)."})
+    api_key: str = field(
+        default="",
+        metadata={"help": "Answer 401 to /v1 requests without `Authorization: Bearer <key>` (default: the "
+                  f"{API_KEY_ENV} environment variable; empty = anyone who can reach the port)."},
+    )
     port: int = field(default=8000, metadata={"help": "Port to listen on (0 = pick a free one)."})
     continuous_batching: bool = field(
         default=False, metadata={"help": "transformers: paged-attention continuous batching (vLLM always does it)."}
@@ -79,6 +95,10 @@ class ServeConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not self.host.strip():
             raise ValueError("host is empty; pass --host 127.0.0.1 (or 0.0.0.0 to accept other machines)")
+        self.api_key = self.api_key or os.environ.get(API_KEY_ENV, "")
+        if not self.api_key and self.host.strip() not in _LOOPBACK:
+            logger.warning("binding %s without an API key: anyone who can reach this port can use the model "
+                           "(pass --api_key or set %s)", self.host, API_KEY_ENV)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535 (0 = a free port), got {self.port}")
         if self.load_test_requests < 0:
@@ -112,10 +132,11 @@ def resolve_backend(backend: str) -> str:
 def server_command(cfg: ServeConfig, backend: str, port: int) -> list[str]:
     """The server's command line, run with this interpreter so it is the same environment."""
     if backend == "vllm":
-        # --served-model-name keeps the request's `model` equal to what was asked for; vLLM batches
-        # continuously on its own, so --continuous_batching has no vLLM flag.
+        # --served-model-name keeps the request's `model` equal to what was asked for (TGI's placeholder
+        # names follow); vLLM batches continuously on its own, so --continuous_batching has no vLLM
+        # flag. The API key travels in VLLM_API_KEY (see `server_env`), not on the command line.
         return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", cfg.model, "--host", cfg.host,
-                "--port", str(port), "--seed", str(cfg.seed), "--served-model-name", cfg.model]
+                "--port", str(port), "--seed", str(cfg.seed), "--served-model-name", cfg.model, *TGI_MODELS]
     # `transformers serve` through this module's launcher (see `_launch_transformers_serve`); the model
     # is the positional `force_model`: loaded before the port opens and used for every request.
     command = [sys.executable, "-m", "llm_infer.serve", "serve", cfg.model, "--host", cfg.host, "--port", str(port),
@@ -123,6 +144,19 @@ def server_command(cfg: ServeConfig, backend: str, port: int) -> list[str]:
     if cfg.continuous_batching:
         command.append("--continuous-batching")
     return command
+
+
+def server_env(cfg: ServeConfig, backend: str, model: str) -> dict[str, str]:
+    """The server's environment: this one, quiet, offline for a local folder, and the API key (an
+    environment variable, so it does not show in `ps`)."""
+    env = dict(os.environ, HF_HUB_DISABLE_UPDATE_CHECK="1", TQDM_DISABLE=os.environ.get("TQDM_DISABLE", "1"))
+    if Path(model).is_dir():
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder needs nothing from the hub; never wait on the network
+    env.pop("VLLM_API_KEY", None)
+    env.pop(API_KEY_ENV, None)
+    if cfg.api_key:
+        env["VLLM_API_KEY" if backend == "vllm" else API_KEY_ENV] = cfg.api_key
+    return env
 
 
 def free_port(host: str) -> int:
@@ -189,9 +223,7 @@ def running_server(cfg: ServeConfig, log: Path | None = None) -> Iterator[str]:
     backend = resolve_backend(cfg.backend)
     port = cfg.port or free_port(cfg.host)
     command = server_command(cfg, backend, port)
-    env = dict(os.environ, HF_HUB_DISABLE_UPDATE_CHECK="1", TQDM_DISABLE=os.environ.get("TQDM_DISABLE", "1"))
-    if Path(model).is_dir():
-        env["HF_HUB_OFFLINE"] = "1"  # a local folder needs nothing from the hub; never wait on the network
+    env = server_env(cfg, backend, model)
     logger.info("starting %s: %s", backend, " ".join(command))
     out = open(log, "w") if log is not None else None
     # Own session: Ctrl-C reaches only us (we stop the server in order) and the group can be killed.
@@ -266,9 +298,12 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def _post_raw(url: str, body: bytes) -> tuple[int, object]:
+def _post_raw(url: str, body: bytes, api_key: str = "") -> tuple[int, object]:
     """(status, parsed JSON body or None) of a POST sent as-is, so malformed bodies reach the server."""
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             status, raw = r.status, r.read()
@@ -307,7 +342,7 @@ def load_test(cfg: ServeConfig, base_url: str, prompts: list[str], texts: list[s
     def one(i: int) -> tuple[float, str, int, str]:
         # One client per worker thread: load_test_clients clients, each with its own connections.
         if not hasattr(local, "client"):
-            local.client = OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0,
+            local.client = OpenAI(base_url=f"{base_url}/v1", api_key=cfg.api_key or "none", max_retries=0,
                                   timeout=cfg.request_timeout_s)
         kind = KINDS[i % len(KINDS)]
         start = time.perf_counter()
@@ -337,19 +372,24 @@ def load_test(cfg: ServeConfig, base_url: str, prompts: list[str], texts: list[s
     bad = malformed_requests(cfg.model)
     refused = 0
     for name, endpoint, body in bad:
-        status, payload = _post_raw(f"{base_url}/v1/{endpoint}", body)
+        status, payload = _post_raw(f"{base_url}/v1/{endpoint}", body, cfg.api_key)
         ok = 400 <= status < 500 and isinstance(payload, dict)
         refused += ok
         if not ok:
             logger.warning("malformed request %s: got HTTP %d with %s body", name, status,
                            "a JSON" if payload is not None else "a non-JSON")
+    unauthorized = {}
+    if cfg.api_key:  # the same normal request without the key, then with a wrong one: both must get 401
+        chat = json.dumps({"model": cfg.model, "messages": [{"role": "user", "content": prompts[0]}], "max_tokens": 2})
+        statuses = [_post_raw(f"{base_url}/v1/chat/completions", chat.encode(), key)[0] for key in ("", "wrong")]
+        unauthorized = {"unauthorized_401": sum(s == 401 for s in statuses), "unauthorized_requests": len(statuses)}
     _, after, _, after_error = one(0)
     if after_error:
         logger.warning("server did not answer a normal request after the malformed ones: %s", after_error)
     return {
         "requests": cfg.load_test_requests, "clients": cfg.load_test_clients, "errors": len(errors),
         "empty_replies": empty, "malformed_requests": len(bad), "malformed_4xx": refused,
-        "alive_after_malformed": int(not after_error),
+        "alive_after_malformed": int(not after_error), **unauthorized,
         "requests_per_s": cfg.load_test_requests / wall, "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95), "completion_tokens": tokens,
     }
@@ -420,22 +460,32 @@ def request_problem(body: dict, endpoint: str) -> str:
 
 
 def _launch_transformers_serve(argv: list[str]) -> None:
-    """`transformers serve <argv>` with two fixes for serving one local folder, applied before it starts.
+    """`transformers serve <argv>` with fixes for serving one local folder, applied before it starts.
 
     1. Request bodies are checked (`request_problem`): a bad one gets HTTP 400 with a JSON `detail`
        instead of a 500 from deep inside the handler.
     2. /v1/models lists the preloaded model: upstream lists only hub-cache repos, and answers 500 when
        the hub cache folder does not exist (a fresh, offline machine).
+    3. TGI clients' placeholder model names (`TGI_MODELS`) mean the served model, as on a TGI server.
+    4. With LLM_INFER_API_KEY set, /v1 requests need `Authorization: Bearer <key>` (401 otherwise), as
+       with vLLM's `--api-key`; /health stays open for readiness probes.
     """
+    import hmac
+
     from fastapi import HTTPException
+    from fastapi.responses import JSONResponse
     from huggingface_hub.errors import CacheNotFound
     from transformers.cli import transformers as transformers_cli
+    from transformers.cli.serving import server
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
 
+    forced = next((a for a in argv[1:] if not a.startswith("-")), None)  # argv = ["serve", MODEL, --flags...]
     for handler, endpoint in ((ChatCompletionHandler, "chat"), (CompletionHandler, "completion")):
         def validate(self, body, _upstream=handler._validate_request, _endpoint=endpoint):
+            if forced and body.get("model") in TGI_MODELS:
+                body["model"] = forced  # the handler reads the same dict after validating it
             _upstream(self, body)
             problem = request_problem(body, _endpoint)
             if problem:
@@ -443,7 +493,6 @@ def _launch_transformers_serve(argv: list[str]) -> None:
 
         handler._validate_request = validate
 
-    forced = next((a for a in argv[1:] if not a.startswith("-")), None)  # argv = ["serve", MODEL, --flags...]
     scan, created = ModelManager.get_gen_models, int(time.time())
 
     def gen_models(cache_dir: str | None = None) -> list[dict]:
@@ -455,6 +504,24 @@ def _launch_transformers_serve(argv: list[str]) -> None:
         return served + [m for m in models if m["id"] != forced]
 
     ModelManager.get_gen_models = staticmethod(gen_models)
+
+    key = os.environ.get(API_KEY_ENV, "")
+    if key:
+        build = server.build_server
+
+        def build_with_key(*args, **kwargs):
+            app = build(*args, **kwargs)
+
+            @app.middleware("http")
+            async def require_key(request, call_next):
+                given = request.headers.get("authorization", "")
+                if request.url.path.startswith("/v1") and not hmac.compare_digest(given, f"Bearer {key}"):
+                    return JSONResponse({"error": "Unauthorized: send Authorization: Bearer <api key>"}, 401)
+                return await call_next(request)
+
+            return app
+
+        server.build_server = build_with_key
     sys.argv = ["transformers", *argv]
     transformers_cli.main()
 

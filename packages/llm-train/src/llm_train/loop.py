@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,23 @@ class LoopConfig:
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
-    def trainer_args(self, output_dir: str) -> dict:
-        """The TrainingArguments (or trl config) keywords every llm-lab run uses."""
+    @property
+    def ckpt_dir(self) -> Path:
+        """Where the Trainer writes while the run lasts (`<out>.ckpt`, beside the command's `out` folder)."""
+        return Path(f"{self.out}.ckpt")
+
+    def done(self) -> None:
+        """Remove the checkpoints of a finished run: they only serve `--resume`, and the model is in `out`."""
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+    def trainer_args(self, output_dir: str = "") -> dict:
+        """The TrainingArguments (or trl config) keywords every llm-lab run uses; the Trainer writes into
+        `output_dir`, by default `ckpt_dir`."""
         import torch
 
         cuda = torch.cuda.is_available()
         return dict(
-            output_dir=output_dir,
+            output_dir=output_dir or str(self.ckpt_dir),
             num_train_epochs=self.epochs,
             max_steps=self.max_steps,
             per_device_train_batch_size=self.batch_size,

@@ -11,7 +11,6 @@ training and held-out loss, keeps checkpoints, and `--resume` continues an inter
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +73,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     if len(data["train"]) == 0:
         raise ValueError(f"{cfg.data}: the training text is shorter than one block of {cfg.block_size} tokens")
 
-    ckpt_dir = Path(f"{cfg.out}.ckpt")
     args = TrainingArguments(
-        **cfg.trainer_args(str(ckpt_dir)),
+        **cfg.trainer_args(),
         weight_decay=cfg.weight_decay,
         save_strategy="steps",
         save_steps=cfg.save_steps,
@@ -89,7 +87,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         eval_dataset=data["validation"],
         data_collator=default_data_collator,
     )
-    resume = cfg.resume and ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint-*"))
+    resume = cfg.resume and any(cfg.ckpt_dir.glob("checkpoint-*"))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - start
@@ -97,7 +95,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     with atomic_dir(cfg.out) as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(tmp)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished; checkpoints only serve --resume
+    cfg.done()
     n_params = sum(p.numel() for p in model.parameters())
     write_metrics(
         cfg.metrics,

@@ -13,7 +13,6 @@ so the frozen weights take a quarter of the memory while the adapters train in f
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +127,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     # random init (and with it the whole run) would differ between runs without this.
     set_seed(cfg.seed)
     args = TrlSFTConfig(
-        **cfg.trainer_args(f"{cfg.out}.ckpt"),
+        **cfg.trainer_args(),
         save_strategy="no",
         max_length=cfg.max_length,
         packing=cfg.packing,
@@ -164,7 +163,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             merged = model.merge_and_unload()
             merged.save_pretrained(tmp / "merged")
             tokenizer.save_pretrained(tmp / "merged")
-    shutil.rmtree(f"{cfg.out}.ckpt", ignore_errors=True)  # SFT saves no checkpoints; the Trainer made the folder
+    cfg.done()  # SFT saves no checkpoints, but the Trainer made the folder
     write_metrics(
         cfg.metrics,
         {
