@@ -18,6 +18,12 @@ PRESETS = {
         "about": "fast + distillation, decoding strategies, KV cache and attention benchmarks, speculative "
         "decoding, batching, an OpenAI-compatible server",
     },
+    "inference": {
+        "stages": ["report_inference"],
+        "about": "fast's fine-tuned model compressed every way side by side (bitsandbytes int8/NF4, GPTQ, AWQ, quanto "
+        "int8/int4; magnitude, Wanda and SparseGPT pruning at 10-70% and 2:4), with the balanced path's decoding, "
+        "KV cache, attention, speculative decoding, batching and serving sections",
+    },
     "alignment": {
         "stages": ["report_alignment"],
         "about": "fast's SFT model + a proxy and a gold reward model, DPO, IPO, SimPO, ORPO and KTO, gold-judge "

@@ -10,7 +10,8 @@ from tests.conftest import REPO
 DEPENDS = {
     "llm-data": set(),
     "llm-train": {"llm-data"},
-    "llm-compress": {"llm-data", "llm-train"},  # distillation reuses llm-train's loop settings and sizes
+    # distillation reuses llm-train's loop settings and sizes; quantized folders are reloaded as llm-eval loads them
+    "llm-compress": {"llm-data", "llm-train", "llm-eval"},
     "llm-infer": {"llm-data", "llm-eval"},  # prompt rendering and exact-match scoring come from llm-eval
     "llm-eval": {"llm-data"},
 }

@@ -11,6 +11,7 @@ from llm_align.grpo import GRPOConfig
 from llm_align.ppo import PPOConfig
 from llm_align.reward import RewardConfig
 from llm_compress.distill import DistillConfig
+from llm_compress.prune import PruneConfig
 from llm_compress.quantize import QuantizeConfig
 from llm_data.synth import SynthConfig
 from llm_data.tokenizer import TokenizerConfig
@@ -21,6 +22,7 @@ from llm_infer.attention import AttentionConfig
 from llm_infer.batch import BatchConfig
 from llm_infer.generate import GenerateConfig
 from llm_infer.kv_cache import KVCacheConfig
+from llm_infer.parity import ParityConfig
 from llm_infer.serve import ServeConfig
 from llm_infer.speculative import SpeculativeConfig
 from llm_train.init import InitConfig
@@ -32,7 +34,8 @@ from tests.conftest import REPO
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 INFER = {"generate": GenerateConfig, "kv_cache": KVCacheConfig, "attention": AttentionConfig,
-         "speculative": SpeculativeConfig, "batch": BatchConfig, "serve": ServeConfig}
+         "speculative": SpeculativeConfig, "batch": BatchConfig, "serve": ServeConfig, "vllm": BatchConfig,
+         "serve_vllm": ServeConfig, "parity": ParityConfig}
 
 
 def _sections():
@@ -44,6 +47,9 @@ def _sections():
         yield f"train.sft.{method}", SFTConfig, {**section, "method": method}
     for name, section in PARAMS["compress"]["quantize"].items():
         yield f"compress.quantize.{name}", QuantizeConfig, section
+    yield "compress.calibration", QuantizeConfig, PARAMS["compress"]["calibration"]
+    for name, section in PARAMS["compress"]["prune"].items():
+        yield f"compress.prune.{name}", PruneConfig, {**section, "out": f"models/sft-full-{name}"}
     yield "compress.distill", DistillConfig, PARAMS["compress"]["distill"]
     for name, cls in INFER.items():
         yield f"infer.{name}", cls, PARAMS["infer"][name]

@@ -12,7 +12,7 @@ from llm_compress.quantize import QuantizeConfig, run_quantize  # noqa: E402
 
 METRIC_KEYS = {
     "size_mb", "memory_mb", "reference_size_mb", "reference_memory_mb", "memory_ratio", "size_ratio",
-    "quantize_seconds",
+    "quantize_seconds", "calibration_samples",
 }
 
 
@@ -88,6 +88,43 @@ def test_metrics_are_flat_and_show_compression(which, request, tiny_model):
     assert m["reference_size_mb"] == pytest.approx(reference_mb, rel=1e-4)
     assert m["size_mb"] == pytest.approx((out / "model.safetensors").stat().st_size / 2**20, rel=1e-4)
     assert m["quantize_seconds"] > 0
+
+
+@pytest.fixture(scope="module", params=["quanto-int8", "quanto-int4"])
+def quanto(request, tiny_model, tmp_path_factory):
+    """optimum-quanto through the CLI: returns (method, out folder, metrics dict)."""
+    root = tmp_path_factory.mktemp("quanto")
+    out, metrics = root / "model", root / "quantize.json"
+    assert main(["quantize", "--method", request.param, "--model", str(tiny_model), "--out", str(out),
+                 "--metrics", str(metrics)]) == 0
+    return request.param, out, json.loads(metrics.read_text())
+
+
+def test_quanto_folder_reloads_packed_through_llm_eval(quanto):
+    import torch
+    from llm_eval.run import load_causal_lm, memory_mb
+    from optimum.quanto import QModuleMixin
+    from transformers import AutoTokenizer
+
+    method, out, m = quanto
+    assert (out / "quanto_qmap.json").is_file() and set(m) == METRIC_KEYS
+    model = load_causal_lm(str(out), "none", "cpu")  # what `llm-eval run` does with the folder
+    linears = {n: mod for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    assert all(isinstance(mod, QModuleMixin) for n, mod in linears.items() if n != "lm_head")
+    assert not isinstance(linears["lm_head"], QModuleMixin)
+    # Packed in memory: int8 holds a quarter of fp32's bytes, int4 an eighth, plus scales and fp32 embeddings.
+    assert memory_mb(model) == pytest.approx(m["memory_mb"], rel=1e-6)
+    assert m["memory_ratio"] > (1.5 if method == "quanto-int8" else 2.0) and m["size_ratio"] > 1.5
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = model.generate(**tok("The cat", return_tensors="pt"), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert ids.shape[1] == len(tok("The cat")["input_ids"]) + 4
+
+
+def test_quanto_refuses_a_second_quantization(quanto):
+    from llm_eval.run import load_causal_lm
+
+    with pytest.raises(ValueError, match="already quantized; evaluate it with --quantize none"):
+        load_causal_lm(str(quanto[1]), "nf4", "cpu")
 
 
 def test_nf4_is_smaller_than_int8(nf4, int8):

@@ -88,7 +88,8 @@ def reports(tmp_path):
 
 
 def _cfg(reports, **kwargs):
-    return ReportConfig(preset="fast", metrics_dir=str(reports / "metrics"), items_dir=str(reports / "items"),
+    kwargs.setdefault("preset", "fast")
+    return ReportConfig(metrics_dir=str(reports / "metrics"), items_dir=str(reports / "items"),
                         plots_dir=str(reports / "plots"), out_dir=str(reports), **kwargs)
 
 
@@ -117,12 +118,12 @@ def test_report_tables_goals_and_plots(reports):
     # One side-by-side table joining eval_, train_ and quantize_ metrics by name, "—" where missing; every
     # score with its interval from the metrics' _lo/_hi keys, just the value where they are absent (nf4).
     assert ("| model | exact match | perplexity | ROUGE-L | BLEU | trainable params | train time (s) "
-            "| size on disk (MB) | memory (MB) |") in md
+            "| size on disk (MB) | memory (MB) | tokens/s |") in md
     assert ("| sft_full | 80.0 [75.0, 85.0] | 6.00 [5.75, 6.25] | 70.0 [65.0, 75.0] | 40.0 [35.0, 45.0] "
-            "| 1,000,000 | 60.0 | 3.80 | 4.00 |") in md
+            "| 1,000,000 | 60.0 | 3.80 | 4.00 | — |") in md
     assert ("| sft_lora | 74.0 [69.0, 79.0] | 6.20 [5.95, 6.45] | 65.0 [60.0, 70.0] | 35.0 [30.0, 40.0] "
-            "| 20,000 (1.96%) | 40.0 | 0.08 | 4.10 |") in md
-    assert "| nf4 | 70.0 | 7.00 | 66.0 | 36.0 | — | — | 0.90 | 1.60 |" in md
+            "| 20,000 (1.96%) | 40.0 | 0.08 | 4.10 | — |") in md
+    assert "| nf4 | 70.0 | 7.00 | 66.0 | 36.0 | — | — | 0.90 | 1.60 | — |" in md
     assert md.index("| base |") < md.index("| sft_full |") < md.index("| int8 |") < md.index("| nf4 |")
     # Per-category exact match: exact_match_lo / _hi are intervals, not categories.
     assert "| model | arithmetic | facts |" in md and "| base | 5.0 [0.0, 10.0] | 15.0 [10.0, 20.0] |" in md
@@ -210,7 +211,7 @@ def test_report_subset_and_missing_optional_metrics(reports):
     (reports / "metrics" / "train_sft_lora.json").unlink()
     md = run_report(_cfg(reports, models="sft_full,sft_lora")).read_text()
     assert "| sft_lora | 74.0 [69.0, 79.0] | 6.20 [5.95, 6.45] | 65.0 [60.0, 70.0] | 35.0 [30.0, 40.0] " \
-           "| — | — | — | 4.10 |" in md
+           "| — | — | — | 4.10 | — |" in md
     assert "| LoRA trainable parameters (%) | — | < 5% | not measured |" in md
     assert "| base |" not in md and "full SFT exact match minus base" not in md
     assert [line.split(":")[0] for line in _findings(md)] == ["LoRA, exact match"]
@@ -221,6 +222,76 @@ def test_quantized_rows_compare_to_a_reference_outside_the_table(reports):
     assert [line.split(":")[0] for line in _findings(md)] == [
         "int8 quantization, exact match", "int8 quantization, perplexity change"]
     assert _interval(_goal_rows(md)["int8 perplexity change vs sft_full (%)"][0])[0] == pytest.approx(1.67, abs=0.01)
+
+
+def _timings(items_dir, name, seconds_per_batch):
+    """Four generation batches of 25 prompts, 100 tokens each, with a little jitter."""
+    with open(items_dir / f"eval_{name}" / "timings.jsonl", "w") as f:
+        for jitter in (0.98, 1.02, 0.99, 1.01):
+            f.write(json.dumps({"tokens": 100, "seconds": seconds_per_batch * jitter}) + "\n")
+
+
+@pytest.fixture
+def compressed(reports):
+    """GPTQ and three pruned rows beside the fast fixture's rows, every row timed per batch."""
+    metrics, items = reports / "metrics", reports / "items"
+    rows = {  # name: (exact match, perplexity, seconds per batch, stage metrics)
+        "gptq": (79.0, 6.1, 1.0, ("quantize", {"size_mb": 1.0, "size_ratio": 3.8, "memory_mb": 4.0,
+                                               "memory_ratio": 1.0, "calibration_samples": 64})),
+        "sparsegpt_10": (80.0, 6.05, 1.0, ("prune", {"target_sparsity": 0.1, "sparsity": 0.1, "groups_2_4": 0.0,
+                                                     "size_mb": 3.8, "calibration_samples": 64})),
+        "sparsegpt_50": (60.0, 6.6, 1.0, ("prune", {"target_sparsity": 0.5, "sparsity": 0.5, "groups_2_4": 0.4,
+                                                    "size_mb": 3.8, "calibration_samples": 64})),
+        "magnitude_50": (30.0, 9.0, 1.0, ("prune", {"target_sparsity": 0.5, "sparsity": 0.5, "groups_2_4": 0.4,
+                                                    "size_mb": 3.8, "calibration_samples": 0})),
+    }
+    for seed, (name, (em, ppl, seconds, (kind, stage))) in enumerate(rows.items(), start=10):
+        _write(metrics / f"eval_{name}.json", {**_with_interval("exact_match", em, 5.0),
+                                               **_with_interval("perplexity", ppl, 0.25), "memory_mb": 4.0,
+                                               **_with_interval("tokens_per_second", 100 / seconds, 3.0)})
+        _write(metrics / f"{kind}_{name}.json", stage)
+        _write_items(items, name, em, ppl, seed)
+        _timings(items, name, seconds)
+    _timings(items, "sft_full", 2.0)  # the reference decodes half as fast as every compressed row
+    return reports
+
+
+def test_compression_side_by_side(compressed):
+    cfg = _cfg(compressed, models="sft_full,gptq,sparsegpt_10,sparsegpt_50,magnitude_50", preset="inference")
+    md = run_report(cfg).read_text()
+    lines = _findings(md)
+    # Each compressed row against fp32 on the same items: exact match and perplexity. Speed is in the table
+    # only: one eval run's batch-to-batch interval is no basis for a claim.
+    assert [line.split(":")[0] for line in lines[:3]] == [
+        "gptq quantization, exact match", "gptq quantization, perplexity change", "sparsegpt_10 pruning, exact match"]
+    assert not [line for line in lines if "speed" in line]
+    assert "sparsegpt_10 pruning, exact match: sparsegpt_10 vs sft_full: +0.0" in md  # identical items
+    assert "magnitude_50 pruning, exact match: magnitude_50 vs sft_full: -50.0 [" in md
+    compression = md.split("## Compression side by side", 1)[1].split("\n## ", 1)[0]
+    gptq = next(line for line in compression.splitlines() if line.startswith("| gptq |"))
+    assert gptq.startswith("| gptq | 1.00 (3.8x) | 4.00 (1.0x) | -1.0 [")
+    assert gptq.split(" | ")[-1].startswith("2.00 [")  # tokens/s over fp32 on the same batches
+    assert "| sparsegpt_50 | 50 | 50.0 | 40.0 | 60.0 [55.0, 65.0] | -20.0 [" in compression
+    assert "64 calibration rows" in compression
+    assert "![Exact match and perplexity against the share of weights pruned](inference/pruning_curve.png)" in md
+    assert (compressed / "inference" / "pruning_curve.png").read_bytes().startswith(PNG)
+    goal = _goal_rows(md)
+    assert goal["gptq size on disk, fp32 / gptq (x)"] == ("3.80", ">= 3", "met")
+    # One prompt of 100 lost: the paired interval holds 0, so "within noise of fp32" is met.
+    assert goal["gptq exact-match change vs sft_full (points)"][1:] == ("interval contains 0", "met")
+    assert goal["sparsegpt_50 perplexity change vs sft_full (%)"][2] == "met"  # +10% <= 20%
+    assert goal["magnitude_50 perplexity change vs sft_full (%)"][1:] == ("no goal", "info")
+    # One paragraph per pruning method, however many rows use it.
+    assert md.count("### sparsegpt: SparseGPT pruning") == 1 and "arXiv:2301.00774" in md
+    assert "### magnitude: Magnitude pruning" in md and "### gptq: GPTQ 4-bit weights" in md
+
+
+def test_speed_needs_the_same_batches(compressed):
+    _timings(compressed / "items", "gptq", 1.0)
+    with open(compressed / "items" / "eval_gptq" / "timings.jsonl", "a") as f:
+        f.write(json.dumps({"tokens": 5, "seconds": 0.1}) + "\n")
+    with pytest.raises(ValueError, match="not the same batches"):
+        run_report(_cfg(compressed, models="sft_full,gptq", preset="inference"))
 
 
 def test_missing_eval_metrics_exit_2_and_write_nothing(reports, capsys):

@@ -15,7 +15,8 @@ SCORES = {"exact_match", "perplexity", "rougeL", "bleu"} | {f"exact_match_{c}" f
 # Intervals need two items: summarization and translation have one prompt each, and both perplexity texts
 # fit in one window of the tiny model.
 WITH_INTERVAL = SCORES - {"exact_match_summarization", "exact_match_translation", "perplexity"}
-KEYS = SCORES | {"memory_mb", "eval_seconds", "n_samples"} | {
+# tokens_per_second has no interval here: the nine prompts make one generation batch.
+KEYS = SCORES | {"memory_mb", "eval_seconds", "n_samples", "tokens_per_second"} | {
     f"{k}_{end}" for k in WITH_INTERVAL for end in ("lo", "hi")
 }
 
@@ -43,12 +44,12 @@ def test_metrics_file_keys_and_ranges(base_metrics):
     m = base_metrics
     assert set(m) == KEYS
     assert all(isinstance(v, int | float) for v in m.values())
-    for key in KEYS - {"perplexity", "memory_mb", "eval_seconds", "n_samples"}:
+    for key in KEYS - {"perplexity", "memory_mb", "eval_seconds", "n_samples", "tokens_per_second"}:
         assert 0.0 <= m[key] <= 100.0, key
     for key in WITH_INTERVAL:
         assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"], key
     assert m["n_samples"] == 9 and isinstance(m["n_samples"], int)
-    assert m["perplexity"] > 1.0 and m["memory_mb"] > 0 and m["eval_seconds"] > 0
+    assert m["perplexity"] > 1.0 and m["memory_mb"] > 0 and m["eval_seconds"] > 0 and m["tokens_per_second"] > 0
 
 
 def test_exact_match_normalisation_categories_and_items(paris_model, data, tmp_path):
@@ -80,7 +81,17 @@ def test_exact_match_normalisation_categories_and_items(paris_model, data, tmp_p
     assert m["exact_match_facts_lo"] == m["exact_match_facts_hi"] == 100.0
     assert m["rougeL_lo"] == 0.0 and m["rougeL_hi"] == 100.0  # two items, one 0 and one 100
 
-    assert sorted(p.name for p in items.iterdir()) == ["answers.jsonl", "perplexity.jsonl"]
+    assert sorted(p.name for p in items.iterdir()) == ["answers.jsonl", "perplexity.jsonl", "timings.jsonl"]
+    # One timing per batch of 4 prompts; every reply is "Paris." before its end-of-sequence token.
+    timings = [json.loads(line) for line in (items / "timings.jsonl").read_text().splitlines()]
+    assert len(timings) == 3 and all(t["seconds"] > 0 for t in timings)
+    from transformers import AutoTokenizer
+
+    reply_tokens = len(AutoTokenizer.from_pretrained(paris_model)("Paris.", add_special_tokens=False)["input_ids"])
+    assert [t["tokens"] for t in timings] == [4 * reply_tokens, 4 * reply_tokens, reply_tokens]
+    speed = sum(t["tokens"] for t in timings) / sum(t["seconds"] for t in timings)
+    assert m["tokens_per_second"] == pytest.approx(speed, rel=1e-6)
+    assert m["tokens_per_second_lo"] <= m["tokens_per_second"] <= m["tokens_per_second_hi"]
     records = [json.loads(line) for line in (items / "answers.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in records] == [json.loads(line)["prompt"] for line in
                                               (sft / "test.jsonl").read_text().splitlines()]
@@ -234,6 +245,25 @@ def test_prompts_use_the_chat_template_or_fall_back(tokenizer):
     plain = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>")
     assert not plain.chat_template
     assert run.render_prompts(plain, ["What is 2 + 2?"]) == (["What is 2 + 2?\n"], False)
+
+
+def test_quanto_folder_evaluates_packed(base_model, data, base_metrics, tmp_path):
+    """An optimum-quanto folder (quanto_qmap.json) loads through quanto, and its memory counts the packed
+    int8 bytes, where transformers' get_memory_footprint would count fp32."""
+    import torch
+    from optimum.quanto import QuantizedModelForCausalLM, qint8
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path / "quanto"
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    QuantizedModelForCausalLM.quantize(model, weights=qint8, exclude="lm_head").save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_model).save_pretrained(folder)
+    m = _eval(folder, data, tmp_path)
+    assert 0 <= m["exact_match"] <= 100 and m["perplexity"] > 1
+    linear = sum(p.numel() for n, p in model.named_parameters() if "layers." in n and p.dim() == 2)
+    # int8 saves 3 of fp32's 4 bytes per block-linear weight (less the per-channel scales).
+    saved_mb = (base_metrics["memory_mb"] - m["memory_mb"]) * 2**20
+    assert 0.9 * 3 * linear < saved_mb <= 3 * linear
 
 
 def test_quantize_rejects_an_already_quantized_folder(base_model, data, tmp_path):

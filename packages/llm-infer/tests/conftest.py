@@ -66,3 +66,22 @@ def sft_data(synth):
 def llama_builder():
     """`build_llama` for tests that need a model of their own (another size or tokenizer)."""
     return build_llama
+
+
+@pytest.fixture(scope="session")
+def chat_model(tiny_model, tmp_path_factory):
+    """The tiny model with an untied output layer, so its greedy replies are not empty.
+
+    With tied embeddings a random model's top next token is the token it just read, so it echoes the chat
+    template's last token, `<|assistant|>`: a special token, decoded to '' — every reply would be empty.
+    """
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("models") / "untied"
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return str(out)

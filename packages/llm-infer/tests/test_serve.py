@@ -9,30 +9,11 @@ from importlib.util import find_spec
 
 import pytest
 import torch
-from llm_infer import serve
+from llm_infer import serve, vllm_cpu
 from llm_infer.cli import main
 from llm_infer.serve import ServeConfig, malformed_requests, request_problem, run_serve, running_server
 
 MAX_TOKENS = 8
-
-
-@pytest.fixture(scope="module")
-def chat_model(tiny_model, tmp_path_factory):
-    """The tiny model with an untied output layer, so its greedy replies are not empty.
-
-    With tied embeddings a random model's top next token is the token it just read, so it echoes the chat
-    template's last token, `<|assistant|>`: a special token, decoded to '' — every reply would be empty.
-    """
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("models") / "untied"
-    config = AutoConfig.from_pretrained(tiny_model)
-    config.tie_word_embeddings = False
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return str(out)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +162,21 @@ def test_server_commands():
     assert names[: 1 + len(serve.TGI_MODELS)] == ["models/m", *serve.TGI_MODELS]
     hf = serve.server_command(cfg, "transformers", 9000)
     assert hf[1:5] == ["-m", "llm_infer.serve", "serve", "models/m"] and "--continuous-batching" in hf
+    # vllm-cpu: vLLM's OpenAI server module in its own locked environment, on the folder's absolute path.
+    cpu = serve.server_command(cfg, "vllm-cpu", 9000)
+    assert cpu[1:4] == ["run", "--project", str(vllm_cpu.ENV_PROJECT)] and "--locked" in cpu
+    assert cpu[cpu.index("python"):cpu.index("python") + 3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert cpu[cpu.index("--model") + 1] == vllm_cpu.model_path("models/m")
+    assert cpu[cpu.index("--served-model-name") + 1] == "models/m" and cpu[cpu.index("--dtype") + 1] == "float32"
+
+
+def test_vllm_backend_without_cuda_is_vllm_cpu(monkeypatch, tiny_model):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert serve.resolve_backend("vllm") == "vllm-cpu"
+    assert serve.resolve_backend("auto") == "transformers"  # vLLM on a CPU only when asked for
+    env = serve.server_env(ServeConfig(model=tiny_model, api_key="k"), "vllm-cpu", tiny_model)
+    assert env["UV_PROJECT_ENVIRONMENT"] == str(vllm_cpu.environment_dir()) and env["VLLM_API_KEY"] == "k"
+    assert "VIRTUAL_ENV" not in env and env["VLLM_CPU_KVCACHE_SPACE"] == vllm_cpu.KV_CACHE_GIB
 
 
 def test_api_key_goes_to_the_server_by_environment(tiny_model, monkeypatch, caplog):
@@ -217,7 +213,8 @@ def test_vllm_load_test_on_gpu(chat_model, sft_data, tmp_path):
 
 
 @pytest.mark.skipif(find_spec("vllm") is not None, reason="vllm is installed here")
-def test_vllm_backend_without_vllm_exits_2(sft_data, tiny_model, capsys):
+def test_vllm_backend_on_cuda_without_vllm_exits_2(sft_data, tiny_model, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert main(["serve", "--model", tiny_model, "--backend", "vllm", "--data", sft_data,
                  "--load_test_requests", "4"]) == 2
     assert "vllm is not installed" in capsys.readouterr().err

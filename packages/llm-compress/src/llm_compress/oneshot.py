@@ -49,6 +49,24 @@ def input_features(name: str) -> dict[str, int]:
     return {layer: module.in_features for layer, module in linear_layers(model).items()}
 
 
+def model_reference(name: str) -> str:
+    """How the llm-compressor process names the model: a local folder by absolute path (it runs from another
+    directory), a hub id as it is (read from the hub cache; the process runs offline)."""
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
+def _first_row_keys(path: Path) -> set[str]:
+    """The fields of the file's first row, which say its shape (the full read then checks every row)."""
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        row = json.loads(first) if first else {}
+    except json.JSONDecodeError:
+        read_jsonl(path, {})  # raises the error with its line number
+        raise
+    return set(row) if isinstance(row, dict) else set()
+
+
 def calibration_texts(data: str, tokenizer, n: int, seed: int) -> list[str]:
     """`n` rows of a dataset folder's train split, shuffled by `seed`, as the model reads them.
 
@@ -60,8 +78,7 @@ def calibration_texts(data: str, tokenizer, n: int, seed: int) -> list[str]:
     path = Path(data) / "train.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; pass --data a dataset folder (e.g. data/synth/sft)")
-    first = read_jsonl(path, {})[:1]
-    keys = set(first[0]) if first else set()
+    keys = _first_row_keys(path)
     if "messages" in keys:
         rows = read_jsonl(path, {"messages": list})
         conversations = [r["messages"] for r in rows]

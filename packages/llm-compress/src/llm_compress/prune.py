@@ -24,7 +24,7 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, require_model_folder, weights_mb, write_metrics
 
-from llm_compress.oneshot import calibration_texts, input_features, linear_layers, run_oneshot
+from llm_compress.oneshot import calibration_texts, input_features, linear_layers, model_reference, run_oneshot
 
 logger = logging.getLogger(__name__)
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -134,7 +134,7 @@ def run_prune(cfg: PruneConfig) -> Path:
             seconds = time.perf_counter() - start
         else:
             seconds = run_oneshot(
-                {"method": cfg.method, "model": str(Path(name).resolve()), "out": str(tmp.resolve()),
+                {"method": cfg.method, "model": model_reference(name), "out": str(tmp.resolve()),
                  "sparsity": cfg.sparsity, "mask_structure": "2:4" if cfg.pattern == "2:4" else "0:0",
                  "max_seq_length": cfg.max_seq_length, "seed": cfg.seed},
                 texts,

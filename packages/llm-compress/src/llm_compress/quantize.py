@@ -1,4 +1,4 @@
-"""Post-training quantization: 8-bit (LLM.int8()) or 4-bit NF4 with bitsandbytes, 4-bit GPTQ or AWQ.
+"""Post-training quantization: bitsandbytes 8-bit (LLM.int8()) or NF4, GPTQ or AWQ 4-bit, quanto int8 or int4.
 
 Post-training quantization (PTQ) stores the weights of an already trained model in fewer bits, with
 no retraining and no calibration data: the linear layers' weights are rounded to a small grid of
@@ -24,8 +24,14 @@ activations before rounding (and scales the activations down to match), protecti
 matter most. Transformers reloads both through compressed-tensors, which on CPU decompresses them to
 dense layers: their gain here is size on disk; GPU kernels (Marlin, vLLM) run them packed.
 
+`--method quanto-int8|quanto-int4` is optimum-quanto's weight-only quantization, with no calibration data:
+each output channel's weights are scaled by their absmax and rounded to int8, or to int4 in groups of up to
+128 input features (layers no wider than 128 get one scale per output channel instead). The weights stay
+packed in memory (quanto's QTensors) and are unpacked at each matmul, so memory shrinks on CPU too; the
+folder (`quanto_qmap.json` beside the weights) reloads through optimum-quanto, which `llm-eval run` does.
+
 Metrics compare the quantized model with the fp32 reference: size on disk (weight files) and memory
-footprint (`get_memory_footprint`: parameters and buffers).
+footprint of the model as `llm-eval run` loads it (parameters and buffers, packed tensors at their stored size).
 
     llm-compress quantize --method bnb-nf4 --model models/sft-full --out models/sft-full-nf4 \\
         --metrics reports/metrics/quantize_nf4.json
@@ -42,13 +48,16 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, require_model_folder, weights_mb, write_metrics
 
-from llm_compress.oneshot import calibration_texts, input_features, run_oneshot
+from llm_compress.oneshot import calibration_texts, input_features, model_reference, run_oneshot
 
 logger = logging.getLogger(__name__)
-METHODS = ("bnb-int8", "bnb-nf4", "gptq", "awq")
+METHODS = ("bnb-int8", "bnb-nf4", "gptq", "awq", "quanto-int8", "quanto-int4")
 CALIBRATED = ("gptq", "awq")
+QUANTO = {"quanto-int8": "qint8", "quanto-int4": "qint4"}
 DTYPES = ("float32", "bfloat16", "float16")
-_SUFFIX = {"bnb-int8": "int8", "bnb-nf4": "nf4", "gptq": "gptq", "awq": "awq"}
+_SUFFIX = {"bnb-int8": "int8", "bnb-nf4": "nf4", "gptq": "gptq", "awq": "awq", "quanto-int8": "quanto_int8",
+           "quanto-int4": "quanto_int4"}
+QUANTO_MAP = "quanto_qmap.json"  # what optimum-quanto writes beside the weights
 _PRODUCER = "llm-train pretrain --out {0}` or `llm-train sft --method full --out {0}"
 
 
@@ -56,7 +65,8 @@ _PRODUCER = "llm-train pretrain --out {0}` or `llm-train sft --method full --out
 class QuantizeConfig:
     method: str = field(
         default="bnb-nf4",
-        metadata={"help": f"Quantization: {' | '.join(METHODS)} (LLM.int8(), 4-bit NormalFloat, GPTQ, AWQ)."},
+        metadata={"help": f"Quantization: {' | '.join(METHODS)} (LLM.int8(), 4-bit NormalFloat, GPTQ, AWQ, quanto "
+                  "weight-only int8 / int4)."},
     )
     model: str = field(
         default="models/sft-full",
@@ -64,7 +74,8 @@ class QuantizeConfig:
     )
     out: str = field(
         default="",
-        metadata={"help": "Output folder; '' = '<model>-<int8|nf4|gptq|awq>' beside a local model, "
+        metadata={"help": "Output folder; '' = '<model>-<int8|nf4|gptq|awq|quanto_int8|quanto_int4>' beside a "
+                  "local model, "
                   "'models/<name>-<...>' for a hub id."},
     )
     metrics: str = field(
@@ -164,14 +175,16 @@ def _quiet_int8_cast_warning():
         bnb_logger.setLevel(level)
 
 
-def _check_reloads(folder: Path, device_map: str, seed: int) -> str:
-    """Load the saved folder as a later stage would, and greedily generate a few tokens."""
+def _check_reloads(folder: Path, device: str, seed: int) -> tuple[str, float]:
+    """Load the saved folder as `llm-eval run` will and greedily generate a few tokens; (the text, the
+    loaded model's memory in MiB)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from llm_eval.run import load_causal_lm, memory_mb
+    from transformers import AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, device_map=device_map)
-    if getattr(model.config, "quantization_config", None) is None:
-        raise RuntimeError(f"{folder}: the reloaded config has no quantization_config")
+    model = load_causal_lm(str(folder), "none", device)
+    if getattr(model.config, "quantization_config", None) is None and not (folder / QUANTO_MAP).is_file():
+        raise RuntimeError(f"{folder}: the reloaded model is not quantized (no quantization_config, no {QUANTO_MAP})")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     inputs = tokenizer("The answer is", return_tensors="pt").to(model.device)
     torch.manual_seed(seed)
@@ -180,7 +193,7 @@ def _check_reloads(folder: Path, device_map: str, seed: int) -> str:
     new = ids[0, inputs["input_ids"].shape[1]:]  # (new_tokens,)
     if new.numel() == 0:
         raise RuntimeError(f"{folder}: the reloaded model generated no tokens")
-    return tokenizer.decode(new, skip_special_tokens=True)
+    return tokenizer.decode(new, skip_special_tokens=True), memory_mb(model)
 
 
 def _check_group_size(name: str, group_size: int) -> None:
@@ -190,75 +203,83 @@ def _check_group_size(name: str, group_size: int) -> None:
                              f"{layer}; pass a --group_size that does (e.g. 32)")
 
 
-def _calibrated(cfg: QuantizeConfig, name: str, texts: list[str], out: Path) -> tuple[float, float]:
-    """GPTQ or AWQ through llm-compressor into `out`; (seconds, memory MiB of the reloaded model)."""
+def _quantize_into(cfg: QuantizeConfig, name: str, tokenizer, texts: list[str], device: str, out: Path) -> float:
+    """Write the quantized model and its tokenizer into `out`; the seconds quantization took."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    seconds = run_oneshot(
-        {"method": cfg.method, "model": str(Path(name).resolve()), "out": str(out.resolve()),
-         "group_size": cfg.group_size, "max_seq_length": cfg.max_seq_length, "seed": cfg.seed},
-        texts,
-    )
-    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    return seconds, reloaded.get_memory_footprint() / 2**20
-
-
-def run_quantize(cfg: QuantizeConfig) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    if cfg.method not in CALIBRATED:
-        import bitsandbytes  # noqa: F401  (imported up front: its one-off import is not quantization time)
-    name = require_model_folder(cfg.model, _PRODUCER.format(cfg.model))
-    out = _out_dir(cfg, name)
-    tokenizer = _load_tokenizer(name)
-    if cfg.method in CALIBRATED:  # bad settings and data fail before any weight loads
-        _check_group_size(name, cfg.group_size)
-        texts = calibration_texts(cfg.data, tokenizer, cfg.calibration_samples, cfg.seed)
-    device_map = "cuda" if torch.cuda.is_available() else "cpu"
-
-    # The fp32 reference: what the quantized model is compared against.
-    reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    reference_memory_mb = reference.get_memory_footprint() / 2**20
-    reference_size_mb = weights_mb(_source_folder(name))
     if cfg.method in CALIBRATED:
-        with atomic_dir(out) as tmp:
-            quantize_seconds, memory_mb = _calibrated(cfg, name, texts, tmp)
-            size_mb = weights_mb(tmp)
-            sample = _check_reloads(tmp, device_map, cfg.seed)
+        return run_oneshot(
+            {"method": cfg.method, "model": model_reference(name), "out": str(out.resolve()),
+             "group_size": cfg.group_size, "max_seq_length": cfg.max_seq_length, "seed": cfg.seed},
+            texts,
+        )
+    if cfg.method in QUANTO:
+        import optimum.quanto as quanto
+
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        start = time.perf_counter()
+        # The head is tied to the embedding: quantizing it would untie and duplicate it.
+        model = quanto.QuantizedModelForCausalLM.quantize(model, weights=getattr(quanto, QUANTO[cfg.method]),
+                                                          exclude="lm_head")
+        seconds = time.perf_counter() - start
     else:
-        del reference
-        gc.collect()
         # bitsandbytes quantizes each linear weight while from_pretrained loads it.
         dtype = getattr(torch, cfg.compute_dtype)
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
-            name, quantization_config=_bnb_config(cfg, dtype), dtype=dtype, device_map=device_map
+            name, quantization_config=_bnb_config(cfg, dtype), dtype=dtype, device_map=device
         )
-        quantize_seconds = time.perf_counter() - start
-        memory_mb = model.get_memory_footprint() / 2**20
-        with atomic_dir(out) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            size_mb = weights_mb(tmp)
-            del model
-            gc.collect()
-            sample = _check_reloads(tmp, device_map, cfg.seed)
+        seconds = time.perf_counter() - start
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return seconds
+
+
+def run_quantize(cfg: QuantizeConfig) -> Path:
+    import torch
+    from llm_eval.run import memory_mb
+    from transformers import AutoModelForCausalLM
+
+    if cfg.method not in CALIBRATED:
+        # Imported up front: its one-off import (and quanto's extension loading) is not quantization time.
+        import bitsandbytes  # noqa: F401
+        import optimum.quanto  # noqa: F401
+    name = require_model_folder(cfg.model, _PRODUCER.format(cfg.model))
+    out = _out_dir(cfg, name)
+    tokenizer = _load_tokenizer(name)
+    texts = []
+    if cfg.method in CALIBRATED:  # bad settings and data fail before any weight loads
+        _check_group_size(name, cfg.group_size)
+        texts = calibration_texts(cfg.data, tokenizer, cfg.calibration_samples, cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # The fp32 reference: what the quantized model is compared against.
+    reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    reference_memory_mb = memory_mb(reference)
+    reference_size_mb = weights_mb(_source_folder(name))
+    del reference
+    gc.collect()
+    with atomic_dir(out) as tmp:
+        quantize_seconds = _quantize_into(cfg, name, tokenizer, texts, device, tmp)
+        gc.collect()
+        size_mb = weights_mb(tmp)
+        sample, quantized_memory_mb = _check_reloads(tmp, device, cfg.seed)
     logger.info("reloaded %s and generated %r", out, sample)
 
     metrics = {
         "size_mb": size_mb,
-        "memory_mb": memory_mb,
+        "memory_mb": quantized_memory_mb,
         "reference_size_mb": reference_size_mb,
         "reference_memory_mb": reference_memory_mb,
-        "memory_ratio": reference_memory_mb / memory_mb,
+        "memory_ratio": reference_memory_mb / quantized_memory_mb,
         "size_ratio": reference_size_mb / size_mb,
         "quantize_seconds": quantize_seconds,
+        "calibration_samples": len(texts),
     }
     logger.info(
         "%s: %.2f MiB in memory vs %.2f fp32 (%.2fx smaller), %.2f MiB on disk vs %.2f (%.2fx smaller)",
-        cfg.method, memory_mb, reference_memory_mb, metrics["memory_ratio"], size_mb, reference_size_mb,
+        cfg.method, quantized_memory_mb, reference_memory_mb, metrics["memory_ratio"], size_mb, reference_size_mb,
         metrics["size_ratio"],
     )
     write_metrics(cfg.metrics, metrics)

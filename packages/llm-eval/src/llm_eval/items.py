@@ -1,7 +1,8 @@
 """Per-item results of `llm-eval run --items`, read back for paired comparisons.
 
 `<items_dir>/eval_<name>/answers.jsonl` holds one row per test prompt (`prompt`, `correct`, ...) and
-`perplexity.jsonl` one row per held-out text window (`nll`, `tokens`). Two models are compared on the
+`perplexity.jsonl` one row per held-out text window (`nll`, `tokens`), and `timings.jsonl` one row per
+generation batch (`tokens` generated, `seconds`). Two models are compared on the
 paired difference over the same items, so both must list the same prompts (and the same windows) in
 the same order; anything else is an error naming both files, never a silently unpaired number.
 """
@@ -13,10 +14,11 @@ from pathlib import Path
 
 from llm_data.io import read_jsonl
 
-from llm_eval.stats import Estimate, paired_diff_ci, perplexity_ratio_ci, verdict
+from llm_eval.stats import Estimate, bootstrap, paired_diff_ci, perplexity_ratio_ci, verdict
 
 ANSWERS = "answers.jsonl"
 PERPLEXITY = "perplexity.jsonl"
+TIMINGS = "timings.jsonl"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Items:
     nll: list[float]  # summed NLL per window; empty when the run skipped perplexity
     tokens: list[int]  # predicted tokens per window
     categories: list[str]  # task category per prompt ("" when the data has none)
+    timings: list[tuple[int, float]] = ()  # (tokens generated, seconds) per batch; empty in older runs
 
     @property
     def answers_file(self) -> Path:
@@ -50,9 +53,13 @@ def load_items(items_dir: str | Path, name: str) -> Items:
     if not answers:
         raise ValueError(f"{folder / ANSWERS}: no rows")
     windows = read_jsonl(folder / PERPLEXITY, {"nll": (int, float), "tokens": int})
+    timings = []
+    if (folder / TIMINGS).is_file():
+        timings = [(t["tokens"], float(t["seconds"]))
+                   for t in read_jsonl(folder / TIMINGS, {"tokens": int, "seconds": (int, float)})]
     return Items(name, folder, [a["prompt"] for a in answers], [float(a["correct"]) for a in answers],
                  [float(w["nll"]) for w in windows], [w["tokens"] for w in windows],
-                 [str(a.get("category", "")) for a in answers])
+                 [str(a.get("category", "")) for a in answers], timings)
 
 
 def exact_match_diff(a: Items, b: Items, seed: int = 0, category: str = "") -> Estimate:
@@ -81,6 +88,19 @@ def perplexity_change(a: Items, b: Items, seed: int = 0) -> Estimate | None:
             f"--max_samples and context length"
         )
     return perplexity_ratio_ci(a.nll, b.nll, a.tokens, seed=seed)
+
+
+def speed_ratio(a: Items, b: Items, seed: int = 0) -> Estimate | None:
+    """Decoding speed of `a` over `b` (tokens/s ratio, > 1 = `a` is faster), resampling the same batches of
+    the same prompts together; None when either run has no timings. The interval covers batch-to-batch
+    variation within the two runs, not a slower or busier machine between them."""
+    if not a.timings or not b.timings:
+        return None
+    if len(a.timings) != len(b.timings) or a.prompts != b.prompts:
+        raise ValueError(f"{a.folder / TIMINGS} and {b.folder / TIMINGS}: not the same batches of the same "
+                         "prompts; evaluate both with the same --data, --max_samples and --batch_size")
+    (ta, sa), (tb, sb) = zip(*a.timings, strict=True), zip(*b.timings, strict=True)
+    return bootstrap([ta, sa, tb, sb], lambda ta, sa, tb, sb: (ta / sa) / (tb / sb), seed=seed)
 
 
 def em_finding(what: str, diff: Estimate, a: str, b: str) -> str:

@@ -2,9 +2,10 @@
 
 The report joins, by row name, what each stage measured: `eval_<name>.json` (llm-eval run: exact match,
 perplexity, ROUGE-L, BLEU with their 95% intervals, memory), `train_<name>.json` (llm-train: trainable
-parameters, train time, size on disk) and `quantize_<name>.json` (llm-compress: size and memory of the
-quantized model). It opens with the findings: every comparison it states (full SFT vs base, LoRA and
-QLoRA vs full, quantized vs fp32, distilled vs control, and the sections' own), each bootstrapped on
+parameters, train time, size on disk), `quantize_<name>.json` and `prune_<name>.json` (llm-compress: size
+and memory of the quantized model, sparsity of the pruned one; see `compression.py`). It opens with the
+findings: every comparison it states (full SFT vs base, LoRA and QLoRA vs full, compressed vs fp32,
+distilled vs control, and the sections' own), each bootstrapped on
 the paired difference over the same test items read from `<items_dir>/eval_<name>/` (llm-eval run
 --items), naming a winner only when the 95% interval excludes 0 and saying "within noise" otherwise.
 Then it checks the preset's goals, plots the loss curves and exact-match bars, explains each technique
@@ -30,14 +31,8 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir
 
-from llm_eval.items import (
-    Items,
-    em_finding,
-    exact_match_diff,
-    load_items,
-    perplexity_change,
-    perplexity_finding,
-)
+from llm_eval import compression
+from llm_eval.items import Items, em_finding, exact_match_diff, load_items, perplexity_change
 from llm_eval.stats import Estimate, from_metrics
 
 DASH = "—"
@@ -83,6 +78,7 @@ TECHNIQUES = {
     "rloo": ("RLOO with a verifiable reward",
              "REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv:2402.14740; Kool et al. 2019): each reply's "
              "baseline is the mean reward of the other replies to the same prompt; the same exact-answer reward."),
+    **compression.TECHNIQUES,
     "base": (
         "Pre-training (causal language modeling)",
         "A Llama-style decoder (pre-RMSNorm, rotary position embeddings, SwiGLU) trained from random "
@@ -143,7 +139,8 @@ TECHNIQUES = {
 }
 
 TABLE_COLUMNS = ("model", "exact match", "perplexity", "ROUGE-L", "BLEU", "trainable params",
-                 "train time (s)", "size on disk (MB)", "memory (MB)")
+                 "train time (s)", "size on disk (MB)", "memory (MB)", "tokens/s")
+METRIC_KINDS = ("eval", "train", "quantize", "prune")
 
 
 @dataclass
@@ -176,7 +173,7 @@ class ReportConfig:
     sections: str = field(
         default="",
         metadata={"help": "Comma list of extra sections after the model table: alignment, distill, generate, kv_cache, "
-                  "attention, speculative, batch, serve ('' = none)."},
+                  "attention, speculative, batch, vllm, serve, serve_vllm, parity ('' = none)."},
     )
 
     def __post_init__(self):
@@ -221,7 +218,7 @@ def _optional(path: Path) -> dict[str, float]:
 
 
 def load_rows(cfg: ReportConfig) -> dict[str, dict]:
-    """name -> {"eval", "train", "quantize": metrics dicts ({} when absent), "items": per-item results,
+    """name -> {"eval", "train", "quantize", "prune": metrics dicts ({} when absent), "items": per-item results,
     "files": names found}."""
     metrics_dir = Path(cfg.metrics_dir)
     rows = {}
@@ -233,9 +230,9 @@ def load_rows(cfg: ReportConfig) -> dict[str, dict]:
                 f"--model <folder>` or `dvc repro eval@{name}`)"
             )
         row = {"eval": _read_json(path)}
-        for kind in ("train", "quantize"):
+        for kind in METRIC_KINDS[1:]:
             row[kind] = _optional(metrics_dir / f"{kind}_{name}.json")
-        row["files"] = [f"{k}_{name}.json" for k in ("eval", "train", "quantize") if row[k]]
+        row["files"] = [f"{k}_{name}.json" for k in METRIC_KINDS if row[k]]
         row["items"] = load_items(cfg.items_dir, name)
         rows[name] = row
     return rows
@@ -298,12 +295,12 @@ def main_table(rows: dict[str, dict]) -> list[list[str]]:
     table = []
     for name, row in rows.items():
         ev, tr, qu = row["eval"], row["train"], row["quantize"]
-        size = tr.get("size_mb", qu.get("size_mb"))
+        size = tr.get("size_mb", qu.get("size_mb", row["prune"].get("size_mb")))
         memory = ev.get("memory_mb", qu.get("memory_mb"))
         table.append([
             name, _interval(ev, "exact_match", 1), _interval(ev, "perplexity"), _interval(ev, "rougeL", 1),
             _interval(ev, "bleu", 1), _trainable(tr), _fmt(tr.get("train_seconds"), 1), _fmt(size),
-            _fmt(memory),
+            _fmt(memory), _interval(ev, "tokens_per_second", 0),
         ])
     return table
 
@@ -343,13 +340,15 @@ class Goal:
         if self.met is None:
             return "info"
         # The verdict is on the point estimate; an interval across the target says it could go either way.
-        crosses = self.ci is not None and self.ci.contains(self.threshold)
+        crosses = self.ci is not None and self.threshold is not None and self.ci.contains(self.threshold)
         return ("met" if self.met else "missed") + (" (interval crosses the target)" if crosses else "")
 
 
 def _goal(label: str, value: float | Estimate | None, op: str, threshold: float | None, unit: str) -> Goal:
     ci = value if isinstance(value, Estimate) else None
     value = ci.value if ci is not None else value
+    if op == "within noise":  # met when the paired difference's interval holds 0: no measurable change
+        return Goal(label, value, "interval contains 0", None if ci is None else ci.contains(0.0), None, ci)
     if threshold is None:
         return Goal(label, value, "no goal", None, ci=ci)
     met = None if value is None else (value >= threshold if op == ">=" else
@@ -405,8 +404,9 @@ def goals(rows: dict[str, dict], reference: str, ref_eval: dict[str, float], ref
     return out
 
 
-def findings(rows: dict[str, dict], reference: str, ref_items: Items | None) -> list[str]:
-    """One line per comparison between rows, each on the paired difference with its interval."""
+def findings(rows: dict[str, dict], reference: str, cmp: dict[str, compression.Change]) -> list[str]:
+    """One line per comparison between rows, each on the paired difference with its interval; `cmp`: the
+    compressed rows against the reference (`compression.changes`)."""
     def em(a: str, b: str, what: str) -> list[str]:
         if not {a, b} <= rows.keys():
             return []
@@ -414,14 +414,7 @@ def findings(rows: dict[str, dict], reference: str, ref_items: Items | None) -> 
 
     lines = em("sft_full", "base", "Supervised fine-tuning") + em("sft_lora", "sft_full", "LoRA")
     lines += em("sft_qlora", "sft_full", "QLoRA")
-    for name in QUANTIZED:
-        if name not in rows or ref_items is None or name == reference:
-            continue
-        items = rows[name]["items"]
-        lines.append(em_finding(f"{name} quantization", exact_match_diff(items, ref_items), name, reference))
-        change = perplexity_change(items, ref_items)
-        if change is not None:
-            lines.append(perplexity_finding(f"{name} quantization", change, name, reference))
+    lines += compression.findings(rows, reference, cmp)
     return lines + em("student_kd", "student_sft", "Distillation")
 
 
@@ -570,8 +563,9 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
     section comparison lines)."""
     extra_blocks, extra_goals, extra_findings = extra
     ref_eval, ref_items = reference
+    cmp = compression.changes(rows, cfg.reference, ref_items)
     # A comparison stated both by the report and by a section (distillation) reads the same: list it once.
-    lines = list(dict.fromkeys(findings(rows, cfg.reference, ref_items) + extra_findings))
+    lines = list(dict.fromkeys(findings(rows, cfg.reference, cmp) + extra_findings))
     blocks: list[tuple] = [
         ("h1", f"llm-lab report: preset {cfg.preset}"),
         ("h2", "Findings"),
@@ -580,8 +574,10 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
         ("h2", "Side by side"),
         ("p", f"Exact match, ROUGE-L and BLEU are 0-100 (higher is better); perplexity is on held-out text "
               f"(lower is better); each is shown as value [95% interval over test items]. Trainable "
-              f"parameters, train time and size on disk come from the training or quantization stage; memory "
-              f"is the loaded model's footprint. {DASH} = not measured."),
+              f"parameters, train time and size on disk come from the training, quantization or pruning stage; "
+              f"memory is the loaded model's footprint; tokens/s is greedy decoding speed over the test prompts "
+              f"in one run [95% interval over its generation batches; runs on another load of the machine "
+              f"differ by more]. {DASH} = not measured."),
         ("table", list(TABLE_COLUMNS), main_table(rows)),
     ]
     if cats:
@@ -589,7 +585,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
                    ("table", ["model", *cats], category_table(rows, cats))]
     goal_list = goals(rows, cfg.reference, ref_eval, ref_items)
     goal_list += [_goal(label, value, op, None if op == "info" else threshold, "")
-                  for label, value, op, threshold in extra_goals]
+                  for label, value, op, threshold in compression.goals(rows, cfg.reference, cmp) + extra_goals]
     if goal_list:
         blocks += [("h2", "Goals"),
                    ("p", "The verdict is on the point estimate; where the 95% interval straddles the target "
@@ -604,16 +600,19 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
             blocks.append(("img", file, alt))
     if "loss_curves.png" not in images:
         blocks.append(("p", f"No loss curves found under {cfg.plots_dir}/train_<name>/train.csv."))
+    blocks += compression.blocks(rows, cfg.reference, ref_eval, cmp, images)
     blocks += extra_blocks
     blocks.append(("h2", "Techniques"))
-    for name in rows:
+    # Pruned rows (<method>_<percent>) share their method's paragraph, shown once.
+    explained = dict.fromkeys(name if name in TECHNIQUES else name.split("_")[0] for name in rows)
+    for name in explained:
         if name in TECHNIQUES:
             title, text = TECHNIQUES[name]
             blocks += [("h3", f"{name}: {title}"), ("p", text)]
     blocks += [
         ("h2", "What ran"),
-        ("p", f"Each row joins, by name, {cfg.metrics_dir}/(eval|train|quantize)_<name>.json and the per-item "
-              f"results {cfg.items_dir}/eval_<name>/(answers|perplexity).jsonl; loss curves come from "
+        ("p", f"Each row joins, by name, {cfg.metrics_dir}/(eval|train|quantize|prune)_<name>.json and the per-item "
+              f"results {cfg.items_dir}/eval_<name>/(answers|perplexity|timings).jsonl; loss curves come from "
               f"{cfg.plots_dir}/train_<name>/. Files found per row:"),
         ("ul", [f"{name}: {', '.join(row['files'])}; items eval_{name}/"
                 + (f"; loss curves train_{name}/" if name in curves else "") for name, row in rows.items()]),

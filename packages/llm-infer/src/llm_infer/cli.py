@@ -1,4 +1,5 @@
-"""`llm-infer <command>`: generation and serving of a trained model, each command measured."""
+"""`llm-infer <command>`: generation and serving of a trained model, each command measured, and the parity of
+its forms (adapter, merged, quantized, served)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ COMMANDS = {
     "speculative": ("llm_infer.speculative", "SpeculativeConfig", "run_speculative"),
     "batch": ("llm_infer.batch", "BatchConfig", "run_batch"),
     "serve": ("llm_infer.serve", "ServeConfig", "run_serve"),
+    "parity": ("llm_infer.parity", "ParityConfig", "run_parity"),
     "bench-report": ("llm_infer.benchmarks", "BenchReportConfig", "run_bench_report"),
 }
 

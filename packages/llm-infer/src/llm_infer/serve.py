@@ -1,9 +1,11 @@
 """OpenAI-compatible serving: the model behind /v1/chat/completions and /v1/completions, load-tested.
 
 An OpenAI-compatible HTTP API lets any OpenAI client (SDKs, agents, eval harnesses) use the model:
-chat and text completions, streamed as server-sent events. On a CUDA GPU with vLLM installed the
-server is `vllm serve`, whose PagedAttention keeps the KV cache in fixed-size blocks so many requests
-are batched continuously (Kwon et al. 2023, arXiv:2309.06180); elsewhere it is `transformers serve`
+chat and text completions, streamed as server-sent events. With `--backend vllm` the server is `vllm
+serve`, whose PagedAttention keeps the KV cache in fixed-size blocks so many requests are batched
+continuously (Kwon et al. 2023, arXiv:2309.06180): the `vllm` extra on a CUDA GPU, the `vllm-cpu` build in
+its own environment on a CPU (see `vllm_cpu.py`). `auto` picks vLLM on a CUDA GPU with vllm installed;
+elsewhere the server is `transformers serve`
 (FastAPI + uvicorn, model preloaded, optional `--continuous_batching`), started with two small fixes:
 request bodies are checked, so a bad one gets a 400 JSON error rather than a 500, and /v1/models lists
 the served folder. Either way it runs as a subprocess bound to 127.0.0.1 by default; `--api_key` (or the
@@ -43,6 +45,7 @@ from pathlib import Path
 
 from llm_data.io import write_metrics
 
+from llm_infer import vllm_cpu
 from llm_infer.runtime import load_prompts, render, require_model
 
 logger = logging.getLogger(__name__)
@@ -60,7 +63,8 @@ class ServeConfig:
     model: str = field(default="models/sft-full", metadata={"help": "Model folder (or hub id) to serve."})
     backend: str = field(
         default="auto",
-        metadata={"help": "auto (vllm on a CUDA GPU when vllm is installed, else transformers), transformers, vllm."},
+        metadata={"help": "auto (vllm on a CUDA GPU when vllm is installed, else transformers), transformers, "
+                  "vllm (without CUDA: the vllm-cpu build in its own environment, built on first use)."},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to bind (loopback: only this machine)."})
     api_key: str = field(
@@ -115,28 +119,37 @@ class ServeConfig:
 
 
 def resolve_backend(backend: str) -> str:
-    """`auto` -> vllm when a CUDA GPU and vllm are both there, else transformers."""
+    """`auto` -> vllm when a CUDA GPU and vllm are both there, else transformers; `vllm` -> vllm-cpu (its
+    own environment) without a CUDA GPU."""
     import importlib.util
 
-    has_vllm = importlib.util.find_spec("vllm") is not None
+    import torch
+
+    has_vllm, cuda = importlib.util.find_spec("vllm") is not None, torch.cuda.is_available()
+    if backend == "vllm" and not cuda:
+        return "vllm-cpu"
     if backend == "vllm" and not has_vllm:
         raise ValueError("backend vllm: vllm is not installed; `uv sync --extra vllm` on a CUDA machine, "
                          "or pass --backend transformers")
     if backend != "auto":
         return backend
-    import torch
-
-    return "vllm" if has_vllm and torch.cuda.is_available() else "transformers"
+    return "vllm" if has_vllm and cuda else "transformers"
 
 
 def server_command(cfg: ServeConfig, backend: str, port: int) -> list[str]:
     """The server's command line, run with this interpreter so it is the same environment."""
-    if backend == "vllm":
+    if backend in ("vllm", "vllm-cpu"):
         # --served-model-name keeps the request's `model` equal to what was asked for (TGI's placeholder
         # names follow); vLLM batches continuously on its own, so --continuous_batching has no vLLM
         # flag. The API key travels in VLLM_API_KEY (see `server_env`), not on the command line.
-        return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", cfg.model, "--host", cfg.host,
-                "--port", str(port), "--seed", str(cfg.seed), "--served-model-name", cfg.model, *TGI_MODELS]
+        args = ["--host", cfg.host, "--port", str(port), "--seed", str(cfg.seed), "--served-model-name", cfg.model,
+                *TGI_MODELS]
+        if backend == "vllm":
+            return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", cfg.model, *args]
+        # The OpenAI server module itself: the `vllm` CLI reads the version of a distribution named vllm,
+        # and this build's is named vllm-cpu.
+        return vllm_cpu.command(["python", "-m", "vllm.entrypoints.openai.api_server", "--model",
+                                 vllm_cpu.model_path(cfg.model), *args, "--dtype", "float32"])
     # `transformers serve` through this module's launcher (see `_launch_transformers_serve`); the model
     # is the positional `force_model`: loaded before the port opens and used for every request.
     command = [sys.executable, "-m", "llm_infer.serve", "serve", cfg.model, "--host", cfg.host, "--port", str(port),
@@ -155,8 +168,8 @@ def server_env(cfg: ServeConfig, backend: str, model: str) -> dict[str, str]:
     env.pop("VLLM_API_KEY", None)
     env.pop(API_KEY_ENV, None)
     if cfg.api_key:
-        env["VLLM_API_KEY" if backend == "vllm" else API_KEY_ENV] = cfg.api_key
-    return env
+        env["VLLM_API_KEY" if backend.startswith("vllm") else API_KEY_ENV] = cfg.api_key
+    return vllm_cpu.environment(env) if backend == "vllm-cpu" else env
 
 
 def free_port(host: str) -> int:
