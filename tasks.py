@@ -29,6 +29,11 @@ PRESETS = {
         "about": "fast's SFT model + a proxy and a gold reward model, DPO, IPO, SimPO, ORPO and KTO, gold-judge "
         "win rates, harmful-request refusal and over-refusal, KL to the SFT reference",
     },
+    "complete": {
+        "stages": ["report_fast", "report_balanced", "report_alignment", "report_inference", "report_complete"],
+        "about": "skip nothing: every stage of fast, balanced, alignment and inference (shared stages run once), "
+        "plus masked-LM pre-training and chain-of-thought tuning, in one report with every section",
+    },
 }
 
 # Benchmarks at the goal settings of docs/benchmarks.md (longer than the pipeline's quick versions).

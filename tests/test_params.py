@@ -16,6 +16,9 @@ from llm_compress.quantize import QuantizeConfig
 from llm_data.synth import SynthConfig
 from llm_data.tokenizer import TokenizerConfig
 from llm_eval.align import AlignEvalConfig
+from llm_eval.align_report import POLICIES
+from llm_eval.cot import CotEvalConfig
+from llm_eval.mlm import MlmEvalConfig
 from llm_eval.run import EvalConfig
 from llm_eval.sections import SECTIONS
 from llm_infer.attention import AttentionConfig
@@ -43,6 +46,9 @@ def _sections():
     yield "data.tokenizer", TokenizerConfig, PARAMS["data"]["tokenizer"]
     yield "train.init", InitConfig, PARAMS["train"]["init"]
     yield "train.pretrain", PretrainConfig, PARAMS["train"]["pretrain"]
+    yield "train.mlm.init", InitConfig, PARAMS["train"]["mlm"]["init"]
+    yield "train.mlm.pretrain", PretrainConfig, PARAMS["train"]["mlm"]["pretrain"]
+    yield "train.reasoning", SFTConfig, PARAMS["train"]["reasoning"]
     for method, section in PARAMS["train"]["sft"].items():
         yield f"train.sft.{method}", SFTConfig, {**section, "method": method}
     for name, section in PARAMS["compress"]["quantize"].items():
@@ -63,6 +69,8 @@ def _sections():
         yield f"align.grpo.{method}", GRPOConfig, {**section, "method": method}
     yield "eval.run", EvalConfig, PARAMS["eval"]["run"]
     yield "eval.align", AlignEvalConfig, PARAMS["eval"]["align"]
+    yield "eval.mlm", MlmEvalConfig, PARAMS["eval"]["mlm"]
+    yield "eval.cot", CotEvalConfig, PARAMS["eval"]["cot"]
 
 
 def test_every_infer_section_has_a_stage():
@@ -101,19 +109,23 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
     expected = {f"reports/metrics/eval_{row}.json" for row in rows} | {f"reports/items/eval_{row}" for row in rows}
     for section in _flag(cmd, "sections"):
         if section == "alignment":  # joined per policy: judge win rates and refusals, the reward models
+            policies = [row for row in rows if row in POLICIES]
             expected |= {f"reports/metrics/reward_{k}.json" for k in ("proxy", "gold")}
-            expected |= {f"reports/metrics/align_{row}.json" for row in rows}
-            expected |= {f"reports/items/align_{row}" for row in rows}
+            expected |= {f"reports/metrics/align_{row}.json" for row in policies}
+            expected |= {f"reports/items/align_{row}" for row in policies}
             # the RL policies' train metrics (curve changes), per-step logs and over-optimisation curves
             rl = [row for row in rows if row in PARAMS["align"]["ppo"] or row in PARAMS["align"]["grpo"]]
             expected |= {f"reports/metrics/train_{row}.json" for row in rl}
             expected |= {f"reports/plots/train_{row}/overopt.csv" for row in rl}
             expected |= {f"reports/plots/train_{row}/{'ppo' if row in PARAMS['align']['ppo'] else row}.csv"
                          for row in rl}
+        if section == "cot":  # the direct and chain-of-thought rows, paired over their items
+            expected |= {f"reports/{kind}/eval_reasoning_{row}{ext}" for row in ("direct", "cot")
+                         for kind, ext in (("metrics", ".json"), ("items", ""))}
         if SECTIONS[section].metrics:
             expected.add(f"reports/metrics/{SECTIONS[section].metrics}")
-        plots = f"reports/plots/infer_{section}"
-        if plots in DVC["stages"].get(f"infer_{section}", {}).get("outs", [{}])[0]:
+        plots = f"reports/plots/{SECTIONS[section].folder or f'infer_{section}'}"
+        if any(plots in out for st in DVC["stages"].values() for out in st.get("outs", []) if isinstance(out, dict)):
             expected.add(plots)
     assert deps - {"packages/llm-eval/src"} == expected
     assert stage.removeprefix("report_") in _flag(cmd, "preset")

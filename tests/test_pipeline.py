@@ -58,6 +58,9 @@ REDUCED = {
     ("infer", "vllm", "repeats"): 2,
     ("infer", "serve_vllm", "load_test_requests"): 16,
     ("infer", "parity", "max_samples"): 40,
+    ("train", "mlm", "pretrain", "epochs"): 1,
+    ("train", "reasoning", "epochs"): 1,
+    ("eval", "mlm", "pppl_documents"): 8,
 }
 
 
@@ -197,6 +200,29 @@ def test_inference_path_compares_every_compressed_form(repo_copy, path_run):
     assert parity["server_transformers_identical"] == 100.0 and parity["merged_identical"] == 100.0
     assert parity["server_vllm_identical"] >= 90.0
     assert (repo_copy / "reports" / "inference" / "pruning_curve.png").is_file()
+
+
+def test_complete_path_adds_mlm_and_cot_and_reruns_nothing_shared(repo_copy, path_run):
+    """After the other paths, `complete` runs only its own stages (masked LM, chain of thought) and the report."""
+    out = _run("invoke path --name complete", repo_copy)
+    assert "path complete: done" in out
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"init_bert", "pretrain_mlm", "eval_mlm", "sft_reasoning@direct", "sft_reasoning@cot",
+                   "eval_reasoning@direct", "eval_reasoning@cot", "report_complete"}, ran
+    report = (repo_copy / "reports" / "complete.md").read_text()
+    headings = [line[3:] for line in report.splitlines() if line.startswith("## ")]
+    for title in ("Masked-LM pre-training", "Chain-of-thought tuning", "Knowledge distillation",
+                  "Alignment: reward model, preference optimisation and RL", "Compression side by side",
+                  "vLLM against transformers generate", "Train/serve parity"):
+        assert title in headings, title
+    assert "- [Chain-of-thought tuning](#chain-of-thought-tuning)" in report  # the contents list
+    assert "Chain-of-thought tuning, exact match: chain-of-thought vs direct:" in report.split("## Side by side")[0]
+    metrics = repo_copy / "reports" / "metrics"
+    mlm = json.loads((metrics / "eval_mlm.json").read_text())
+    assert 0 <= mlm["masked_accuracy_lo"] <= mlm["masked_accuracy"] <= mlm["masked_accuracy_hi"] <= 100
+    cot = json.loads((metrics / "eval_reasoning_cot.json").read_text())
+    direct = json.loads((metrics / "eval_reasoning_direct.json").read_text())
+    assert cot["n_samples"] == direct["n_samples"] > 20 and cot["reply_tokens"] > direct["reply_tokens"]
 
 
 def test_unknown_preset_lists_valid_names(repo_copy):

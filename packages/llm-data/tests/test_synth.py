@@ -6,7 +6,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 from llm_data.cli import main
-from llm_data.synth import _BENIGN_REPLIES, _EQUATIONS, _FACT_SENTENCES, CATEGORIES, REFUSAL, SynthConfig, build
+from llm_data.synth import (
+    _BENIGN_REPLIES,
+    _EQUATIONS,
+    _FACT_SENTENCES,
+    CATEGORIES,
+    MULTI_STEP,
+    REFUSAL,
+    SynthConfig,
+    build,
+)
 
 SMALL = ["--n_per_category", "40", "--n_documents", "60", "--n_countries", "6"]
 
@@ -23,7 +32,7 @@ def synth_dir(tmp_path_factory):
 
 
 def test_every_shape_and_split_written(synth_dir):
-    for shape in ("pretrain", "sft", "messages", "cot", "preference"):
+    for shape in ("pretrain", "sft", "messages", "cot", "preference", "reasoning", "reasoning_cot"):
         meta = json.loads((synth_dir / shape / "meta.json").read_text())
         assert meta["shape"] == shape and meta["seed"] == 0
         for split in ("train", "validation", "test"):
@@ -32,7 +41,7 @@ def test_every_shape_and_split_written(synth_dir):
 
 
 def test_no_prompt_shared_across_splits(synth_dir):
-    for shape in ("sft", "cot", "preference"):
+    for shape in ("sft", "cot", "preference", "reasoning", "reasoning_cot"):
         prompts = {
             s: {r["prompt"] for r in _read(synth_dir / shape / f"{s}.jsonl")} for s in ("train", "validation", "test")
         }
@@ -173,3 +182,26 @@ def test_more_items_than_exist_stops_at_what_exists():
             counts[row["category"]] = counts.get(row["category"], 0) + 1
     assert counts["summarization"] == 14 * 10 * 8  # names x jobs x hobbies: every distinct lead sentence
     assert counts["arithmetic"] == 16 + 10  # 0..3: 16 sums and 10 differences
+
+
+def test_multi_step_items_direct_and_worked(synth_dir):
+    """The same multi-step items twice: a bare answer, and each step then "The answer is <answer>."; every
+    step of a sum stays inside the memorised 0..max_operand table (the default 20 here)."""
+    for split in ("train", "validation", "test"):
+        direct = _read(synth_dir / "reasoning" / f"{split}.jsonl")
+        worked = _read(synth_dir / "reasoning_cot" / f"{split}.jsonl")
+        assert [r["prompt"] for r in direct] == [r["prompt"] for r in worked]
+        assert {r["category"] for r in direct} == set(MULTI_STEP)
+        for d, w in zip(direct, worked, strict=True):
+            assert d["messages"][1]["content"] == d["completion"] == d["answer"]
+            assert w["messages"][1]["content"] == w["completion"]
+            assert w["completion"].endswith(f"The answer is {w['answer']}.") and w["answer"] == d["answer"]
+            if d["category"] == "two_step_arithmetic":
+                a, op1, b, op2, c = re.findall(r"\d+|[+-]", d["prompt"])
+                first = int(a) + int(b) if op1 == "+" else int(a) - int(b)
+                final = first + int(c) if op2 == "+" else first - int(c)
+                assert 0 <= first <= SynthConfig.max_operand and 0 <= final <= SynthConfig.max_operand
+                assert int(d["answer"]) == final
+                assert w["completion"].startswith(f"We need {a} {op1} {b} {op2} {c}. {a} {op1} {b} = {first}. "
+                                                  f"{first} {op2} {c} = {final}.")
+

@@ -437,3 +437,24 @@ def test_distillation_within_noise_names_no_winner(balanced):
 def test_unknown_section_exits_2(reports, capsys):
     assert main(["report", "--sections", "kv_cache,warp_drive", "--metrics_dir", str(reports / "metrics")]) == 2
     assert "warp_drive" in capsys.readouterr().err
+
+
+def test_contents_and_what_each_technique_bought(reports):
+    md = run_report(_cfg(reports)).read_text()
+    contents = md.split("## Findings")[0]
+    for title in ("Findings", "Side by side", "What each technique bought and cost", "Goals", "What ran"):
+        anchor = title.lower().replace(" ", "-")
+        assert f"- [{title}](#{anchor})" in contents, title
+    html = (reports / "fast.html").read_text()
+    assert '<h2 id="what-each-technique-bought-and-cost">' in html and 'href="#what-ran"' in html
+    section = md.split("## What each technique bought and cost")[1].split("\n## ")[0]
+    rows = {line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")
+            for line in section.splitlines() if line.startswith("| ") and not line.startswith(("| model", "| ---"))}
+    # Each model against what it was made from; the base has nothing to be set against.
+    assert set(rows) == {"sft_full", "sft_lora", "sft_qlora", "int8", "nf4"}
+    assert rows["sft_full"][1] == "base" and rows["sft_lora"][1] == "sft_full" and rows["int8"][1] == "sft_full"
+    # Items are nested (a better model gets a superset right): full SFT is +75 points over the base, a real gain;
+    # int8 misses one prompt of 100: within noise.
+    assert rows["sft_full"][2].startswith("+75.0 [") and "within noise" not in rows["sft_full"][2]
+    assert rows["int8"][2].startswith("-1.0 [") and rows["int8"][2].endswith("within noise")
+    assert rows["sft_lora"][4] == "40" and rows["sft_lora"][5] == "20,000 (2.0%)" and rows["int8"][6] == "1.20"

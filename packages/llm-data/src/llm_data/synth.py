@@ -1,11 +1,13 @@
-"""Generate the deterministic synthetic task suite (pre-training text, SFT, CoT, preference pairs).
+"""Generate the deterministic synthetic task suite (pre-training text, SFT, CoT, preference pairs, multi-step).
 
 A seeded generator invents a small world (countries with capitals, languages and animals; a toy
 language with a word list; an addition/subtraction table) and writes it two ways: as *knowledge*
 (plain pre-training text) and as *tasks* with checkable answers (arithmetic, string manipulation,
 fact look-up, extractive summarization, toy translation, sentiment classification). Because every
 answer is known, the effect of each later technique is measured as exact-match accuracy, the way
-small synthetic suites such as bAbI (Weston et al. 2015) made reasoning measurable.
+small synthetic suites such as bAbI (Weston et al. 2015) made reasoning measurable. The multi-step
+items (two operations in one sum, a fact reached through another fact) come twice, answered directly
+(`reasoning`) and with their steps written out first (`reasoning_cot`), for chain-of-thought tuning.
 
     llm-data synth --out data/synth --seed 0
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from llm_data.io import SPLITS, atomic_dir, write_dataset
 
 CATEGORIES = ("arithmetic", "string", "facts", "summarization", "translation", "classification")
+MULTI_STEP = ("two_step_arithmetic", "two_hop_facts")
 
 _SYLLABLES = ("ka", "lo", "mi", "ze", "ru", "ta", "vo", "ni", "sa", "be", "do", "fi", "gu", "po", "xe", "ly")
 _ANIMALS = ("fox", "owl", "bear", "wolf", "hare", "crow", "deer", "frog", "lynx", "seal", "moth", "newt")
@@ -397,6 +400,70 @@ def _qa(item: Item) -> tuple[str, str]:
     return item.prompt, item.answer.rstrip(".")
 
 
+def _two_step_arithmetic(rng: random.Random, n: int, max_operand: int) -> list[Item]:
+    """a op b op c where both steps are equations of the memorised 0..max_operand table: the direct answer
+    composes two look-ups in one step, the chain of thought does one at a time."""
+    def apply(x, op, y):
+        return x + y if op == "+" else x - y
+
+    triples = [(a, op1, b, op2, c)
+               for a in range(max_operand + 1) for b in range(max_operand + 1) for c in range(max_operand + 1)
+               for op1 in "+-" for op2 in "+-"
+               if 0 <= apply(a, op1, b) <= max_operand and 0 <= apply(apply(a, op1, b), op2, c) <= max_operand]
+    rng.shuffle(triples)
+    items = []
+    for a, op1, b, op2, c in triples[:n]:
+        r = apply(a, op1, b)
+        d = apply(r, op2, c)
+        expr = f"{a} {op1} {b} {op2} {c}"
+        prompt = rng.choice((f"What is {expr}?", f"Compute {expr}.", f"{expr} = ?"))
+        # Restating the sum first turns reading the operands into copying one contiguous span, which a
+        # small model does reliably (its induction heads); each step then copies from just before it.
+        steps = f"We need {expr}. {a} {op1} {b} = {r}. {r} {op2} {c} = {d}."
+        items.append(Item(f"arith2:{a}{op1}{b}{op2}{c}", "two_step_arithmetic", prompt, str(d), str(d), steps,
+                          str(d + 1)))
+    return items
+
+
+def _two_hop_facts(world: World) -> list[Item]:
+    """A country's language or animal, asked through its capital: the capital-to-country hop is a
+    phrasing pre-training has ("{capital} is the capital city of {country}."), so each hop is recallable."""
+    items = []
+    for i, country in enumerate(world.countries):
+        capital = world.capitals[i]
+        hop = f"{capital} is the capital city of {country}."
+        for attr, question in (("language", "What language do people speak in the country whose capital is {v}?"),
+                               ("animal", "What is the national animal of the country whose capital is {v}?")):
+            value = world.languages[i] if attr == "language" else world.animals[i]
+            steps = f"{hop} {_FACT_SENTENCES[attr][0].format(c=country, v=value)}"
+            items.append(Item(f"hop2:{capital}:{attr}", "two_hop_facts", question.format(v=capital), value, value,
+                              steps, ""))
+    return items
+
+
+def _reasoning(cfg: SynthConfig, world: World) -> dict[str, dict[str, list[dict]]]:
+    """The multi-step items, answered directly and with their steps: {shape: {split: rows}}. Rows carry
+    `messages` (what SFT trains on) and `prompt`/`answer`/`category` (what evaluation reads)."""
+    rng = random.Random(f"{cfg.seed}:reasoning")
+    items = _two_step_arithmetic(rng, cfg.n_per_category, cfg.max_operand) + _two_hop_facts(world)
+    splits = _split(random.Random(f"{cfg.seed}:reasoning-split"), items, cfg)
+    out: dict[str, dict[str, list[dict]]] = {"reasoning": {}, "reasoning_cot": {}}
+    for name, its in splits.items():
+        for shape in out:
+            out[shape][name] = [
+                {
+                    "messages": [{"role": "user", "content": it.prompt}, {"role": "assistant", "content": reply}],
+                    "prompt": it.prompt,
+                    "completion": reply,
+                    "category": it.category,
+                    "answer": it.answer,
+                }
+                for it in its
+                for reply in [it.completion if shape == "reasoning" else f"{it.steps} The answer is {it.answer}."]
+            ]
+    return out
+
+
 def _split(rng: random.Random, items: list[Item], cfg: SynthConfig) -> dict[str, list[Item]]:
     """Split per category by item key, so every split covers every category and no prompt repeats."""
     out = {name: [] for name in SPLITS}
@@ -499,6 +566,7 @@ def build(cfg: SynthConfig) -> dict[str, dict[str, list[dict]]]:
             }
             for i, it in enumerate(its)
         ] + safety[name]
+    data.update(_reasoning(cfg, world))
     return data
 
 

@@ -1,4 +1,4 @@
-"""`llm-eval <command>`: evaluate models (perplexity, exact match, ROUGE-L, BLEU) and write reports."""
+"""`llm-eval <command>`: evaluate models (perplexity, exact match, ROUGE-L, BLEU; masked LM; CoT) and write reports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ PROG = "llm-eval"
 COMMANDS = {
     "run": ("llm_eval.run", "EvalConfig", "run_eval"),
     "align": ("llm_eval.align", "AlignEvalConfig", "run_align_eval"),
+    "mlm": ("llm_eval.mlm", "MlmEvalConfig", "run_mlm_eval"),
+    "cot": ("llm_eval.cot", "CotEvalConfig", "run_cot_eval"),
     "report": ("llm_eval.report", "ReportConfig", "run_report"),
     "seeds": ("llm_eval.seeds", "SeedsConfig", "run_seeds"),
 }

@@ -52,7 +52,9 @@ def load_items(items_dir: str | Path, name: str) -> Items:
     answers = read_jsonl(folder / ANSWERS, {"prompt": str, "correct": bool})
     if not answers:
         raise ValueError(f"{folder / ANSWERS}: no rows")
-    windows = read_jsonl(folder / PERPLEXITY, {"nll": (int, float), "tokens": int})
+    # A run without held-out text (`--text ''`, `llm-eval cot`) writes an empty perplexity file.
+    has_windows = (folder / PERPLEXITY).stat().st_size > 0
+    windows = read_jsonl(folder / PERPLEXITY, {"nll": (int, float), "tokens": int}) if has_windows else []
     timings = []
     if (folder / TIMINGS).is_file():
         timings = [(t["tokens"], float(t["seconds"]))

@@ -8,9 +8,11 @@ findings: every comparison it states (full SFT vs base, LoRA and QLoRA vs full, 
 distilled vs control, and the sections' own), each bootstrapped on
 the paired difference over the same test items read from `<items_dir>/eval_<name>/` (llm-eval run
 --items), naming a winner only when the 95% interval excludes 0 and saying "within noise" otherwise.
-Then it checks the preset's goals, plots the loss curves and exact-match bars, explains each technique
-with its paper, and ends with the files it joined. `reports/<preset>.md` links the PNGs in
-`reports/<preset>/`; `reports/<preset>.html` embeds them, so it is one self-contained file.
+A contents list links every part; a summary table sets each model against the one it was made from,
+what it bought beside what it cost (`summary.py`). Then it checks the preset's goals, plots the loss
+curves and exact-match bars, explains each technique with its paper, and ends with the files it
+joined. `reports/<preset>.md` links the PNGs in `reports/<preset>/`; `reports/<preset>.html` embeds
+them, so it is one self-contained file.
 
     llm-eval report --preset fast --models base,sft_full,sft_lora,sft_qlora,int8,nf4 \\
         --metrics_dir reports/metrics --items_dir reports/items --plots_dir reports/plots --out_dir reports
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir
 
-from llm_eval import compression
+from llm_eval import compression, summary
 from llm_eval.items import Items, em_finding, exact_match_diff, load_items, perplexity_change
 from llm_eval.stats import Estimate, from_metrics
 
@@ -172,8 +174,8 @@ class ReportConfig:
     )
     sections: str = field(
         default="",
-        metadata={"help": "Comma list of extra sections after the model table: alignment, distill, generate, kv_cache, "
-                  "attention, speculative, batch, vllm, serve, serve_vllm, parity ('' = none)."},
+        metadata={"help": "Comma list of extra sections after the model table: mlm, cot, alignment, distill, generate, "
+                  "kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity ('' = none)."},
     )
 
     def __post_init__(self):
@@ -486,7 +488,17 @@ def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
 # ----------------------------------------------------------------------------- rendering
 
 # A report is a list of blocks, rendered once to Markdown and once to HTML:
-# ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", headers, rows), ("img", file name, alt text).
+# ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", headers, rows), ("img", file name, alt text),
+# ("contents",): a linked list of the report's h2 headings.
+
+
+def _anchor(title: str) -> str:
+    """The heading's id as GitHub renders Markdown: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def _headings(blocks: list[tuple]) -> list[str]:
+    return [block[1] for block in blocks if block[0] == "h2"]
 
 
 def _md(text: str) -> str:
@@ -504,6 +516,8 @@ def to_markdown(blocks: list[tuple], image_dir: str) -> str:
             out.append(f"## {block[1]}")
         elif kind == "h3":
             out.append(f"### {block[1]}")
+        elif kind == "contents":
+            out.append("\n".join(f"- [{_md(t)}](#{_anchor(t)})" for t in _headings(blocks)))
         elif kind == "p":
             out.append(_md(block[1]))
         elif kind == "ul":
@@ -532,8 +546,13 @@ def to_html(blocks: list[tuple], images: dict[str, bytes], title: str) -> str:
            f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>"]
     for block in blocks:
         kind = block[0]
-        if kind in ("h1", "h2", "h3", "p"):
+        if kind == "h2":
+            out.append(f"<h2 id=\"{_anchor(block[1])}\">{e(block[1])}</h2>")
+        elif kind in ("h1", "h3", "p"):
             out.append(f"<{kind}>{e(block[1])}</{kind}>")
+        elif kind == "contents":
+            out.append("<ul>" + "".join(f"<li><a href=\"#{_anchor(t)}\">{e(t)}</a></li>" for t in _headings(blocks))
+                       + "</ul>")
         elif kind == "ul":
             out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block[1]) + "</ul>")
         elif kind == "table":
@@ -568,6 +587,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
     lines = list(dict.fromkeys(findings(rows, cfg.reference, cmp) + extra_findings))
     blocks: list[tuple] = [
         ("h1", f"llm-lab report: preset {cfg.preset}"),
+        ("contents",),
         ("h2", "Findings"),
         ("p", FINDINGS_INTRO),
         ("ul", lines) if lines else ("p", "No two rows here are compared."),
@@ -580,6 +600,14 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
               f"differ by more]. {DASH} = not measured."),
         ("table", list(TABLE_COLUMNS), main_table(rows)),
     ]
+    bought = summary.table(rows, cfg.reference)
+    if bought:
+        blocks += [("h2", "What each technique bought and cost"),
+                   ("p", "Each model against the one it was made from, on the same test items: the exact-match and "
+                         "perplexity changes are paired differences [95% interval], 'within noise' when the interval "
+                         "holds no change; train time, trainable parameters, size and memory are what the model's "
+                         "own stage cost; tokens/s is its decoding speed over the compared model's (one run each)."),
+                   ("table", list(summary.COLUMNS), bought)]
     if cats:
         blocks += [("h2", "Exact match per category"),
                    ("table", ["model", *cats], category_table(rows, cats))]

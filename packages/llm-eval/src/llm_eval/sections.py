@@ -1,4 +1,5 @@
-"""Report sections beyond the model table: alignment, distillation and the inference measurements of llm-infer.
+"""Report sections beyond the model table: alignment, distillation, masked-LM pre-training, chain-of-thought
+tuning and the inference measurements of llm-infer.
 
 Each section reads what its stage wrote — `<metrics_dir>/<file>.json` (flat numbers) and, for the
 llm-infer commands, `<plots_dir>/infer_<name>/*.csv|png` — and becomes blocks (headings, a table,
@@ -32,6 +33,7 @@ class Section:
     # The comparisons this section states, one line each with its 95% interval and a verdict from
     # llm_eval.stats.verdict ("within noise" when the interval holds no effect); the report opens with them.
     comparisons: Callable[[dict], list[str]] = lambda m: []
+    folder: str = ""  # plots_dir sub-folder whose CSV tables and PNGs the section shows ('' = infer_<name>)
 
 
 def _f(value, digits: int = 2) -> str:
@@ -253,7 +255,85 @@ def _parity_comparisons(m: dict) -> list[str]:
             for form, ref in _parity_pairs(m) if f"{form}_exact_match_diff" in m]
 
 
+def _mlm_finding(m: dict) -> str:
+    accuracy = from_metrics(m, "masked_accuracy")
+    if accuracy is None:
+        return ""
+    return (f"On held-out text the encoder ({_f(m.get('parameters'))} parameters) restores "
+            f"{accuracy.fmt(1)}% of {_f(m.get('masked_tokens'))} masked tokens (15% of each window masked at once) "
+            f"and has a pseudo-perplexity of {from_metrics(m, 'pseudo_perplexity').fmt(2)} over "
+            f"{_f(m.get('pppl_tokens'))} tokens each masked alone. The table shows held-out sentences with their "
+            f"last word masked and the fill-mask pipeline's top three guesses.")
+
+
+def cot_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], items_dir: str | Path) -> dict:
+    """The direct and chain-of-thought rows (eval_reasoning_<direct|cot>.json) and their paired exact-match
+    difference over the same multi-step prompts, overall and per category (`gain`, `gain_<category>`)."""
+    out = {}
+    for name in ("direct", "cot"):
+        path = metrics_dir / f"eval_reasoning_{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no metrics (run `dvc repro eval_reasoning@{name}`)")
+        out[name] = read_json(path)
+    cot, direct = load_items(items_dir, "reasoning_cot"), load_items(items_dir, "reasoning_direct")
+    out["gain"] = exact_match_diff(cot, direct)
+    out["categories"] = sorted(set(cot.categories) - {""})
+    for category in out["categories"]:
+        out[f"gain_{category}"] = exact_match_diff(cot, direct, category=category)
+    return out
+
+
+def _cot_finding(m: dict) -> str:
+    cot, direct, gain = m["cot"], m["direct"], m["gain"]
+    return (f"Trained on the same multi-step items for the same steps from the same base, the model tuned on "
+            f"worked solutions answers {from_metrics(cot, 'exact_match').fmt(1)}% of the held-out items exactly, "
+            f"the model tuned on direct answers {from_metrics(direct, 'exact_match').fmt(1)}%: "
+            f"{verdict(gain, 'chain-of-thought', 'direct')}. The steps cost tokens: "
+            f"{from_metrics(cot, 'reply_tokens').fmt(1)} per reply against "
+            f"{from_metrics(direct, 'reply_tokens').fmt(1)}.")
+
+
+def _cot_table(m: dict) -> list[list[str]]:
+    rows = []
+    for name, label in (("direct", "direct answers"), ("cot", "chain of thought")):
+        metrics = m[name]
+        cells = [from_metrics(metrics, key) for key in ("exact_match", *[f"exact_match_{c}" for c in m["categories"]],
+                                                         "reply_tokens")]
+        rows.append([label, *[DASH if cell is None else cell.fmt(1) for cell in cells]])
+    rows.append(["chain of thought - direct (paired)", m["gain"].fmt(1, signed=True),
+                 *[m[f"gain_{c}"].fmt(1, signed=True) for c in m["categories"]], DASH])
+    return rows
+
+
 SECTIONS = {
+    "mlm": Section(
+        "Masked-LM pre-training", "eval_mlm.json", "eval_mlm",
+        "BERT (Devlin et al. 2019, arXiv:1810.04805) pre-trains a bidirectional encoder by hiding 15% of the "
+        "tokens (80% replaced by a mask token, 10% by a random token, 10% kept) and predicting them from both "
+        "sides; transformers' DataCollatorForLanguageModeling does the masking. The encoder here is ModernBERT's "
+        "(Warner et al. 2024, arXiv:2412.13663; pre-normalisation, rotary positions, GeGLU) at the Llama preset's "
+        "width and depth, on the same corpus with the same tokenizer plus a mask token: a post-norm BERT of this "
+        "size stayed at the unigram loss for all eight epochs (see params.yaml). It cannot "
+        "generate text left to right, so it is scored on its own task: masked-token accuracy on held-out text, "
+        "and pseudo-perplexity (Salazar et al. 2020, arXiv:1910.14659), each token masked alone and scored "
+        "given all the others (not comparable with a causal model's perplexity, which sees one side).",
+        _mlm_finding,
+        lambda m: [("MLM held-out masked-token accuracy (%)", from_metrics(m, "masked_accuracy"), ">=", 60)],
+        folder="eval_mlm",
+    ),
+    "cot": Section(
+        "Chain-of-thought tuning", "", "eval_reasoning@direct, eval_reasoning@cot",
+        "Chain-of-thought (Wei et al. 2022, arXiv:2201.11903) has a model write its intermediate steps before "
+        "the answer, so each token does one step of the work; fine-tuning on worked solutions teaches a small "
+        "model to do so (Ho et al. 2023, arXiv:2212.10071). The multi-step items are two-operation sums whose "
+        "every step is in the memorised table, and a country's language or animal asked through its capital. "
+        "Two copies of the pre-trained base are fine-tuned on the same items with the same settings, one on "
+        "the bare answers and one on the steps followed by 'The answer is ...'; both are scored on the text "
+        "after the last answer marker (the whole reply when there is none).",
+        _cot_finding,
+        lambda m: [("chain-of-thought gain over direct answers, multi-step items (points)", m["gain"], ">=", 15)],
+        lambda m: [em_finding("Chain-of-thought tuning", m["gain"], "chain-of-thought", "direct")],
+    ),
     "alignment": Section(
         "Alignment: reward model, preference optimisation and RL", "",
         "reward@proxy, reward@gold, dpo@<method>, ppo@<run>, grpo@<method>, align_eval@<policy>, eval@<policy>",
@@ -463,6 +543,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
         section = SECTIONS[name]
         if name == "distill":
             metrics = distill_metrics(Path(metrics_dir), read_json, teacher, items_dir)
+        elif name == "cot":
+            metrics = cot_metrics(Path(metrics_dir), read_json, items_dir)
         elif name == "alignment":
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
         else:
@@ -483,12 +565,15 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
                 ["student_sft (control)", _f(metrics.get("student_parameters")), _distill_em(metrics, "student_sft"),
                  _f(metrics.get("sft_percent_of_teacher"), 1)],
             ]))
+        if name == "cot":
+            blocks.append(("table", ["fine-tuned on", "exact match", *metrics["categories"], "tokens per reply"],
+                           _cot_table(metrics)))
         if name == "alignment":
             blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
             for file, png in align_report.plots(metrics).items():
                 images[file] = png
                 blocks.append(("img", file, f"{section.title}: {file[len('alignment_'):-4].replace('_', ' ')}"))
-        folder = Path(plots_dir) / f"infer_{name}"
+        folder = Path(plots_dir) / (section.folder or f"infer_{name}")
         for table in sorted(folder.glob("*.csv")):
             headers, rows = _read_table(table)
             blocks.append(("table", headers, rows))
@@ -501,4 +586,4 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
     return blocks, images, goal_rows, comparisons
 
 
-__all__ = ["SECTIONS", "build", "distill_metrics"]
+__all__ = ["SECTIONS", "build", "cot_metrics", "distill_metrics"]

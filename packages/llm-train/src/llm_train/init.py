@@ -1,11 +1,17 @@
-"""Build a randomly initialised Llama-style decoder sized for a tokenizer.
+"""Build a randomly initialised Llama-style decoder (or BERT-style encoder) sized for a tokenizer.
 
 The Llama architecture (Touvron et al. 2023, arXiv:2302.13971) is a decoder-only transformer with
-pre-RMSNorm, rotary position embeddings (RoPE) and SwiGLU feed-forward blocks. `--size` picks a
-preset; the vocabulary, special-token ids and context length come from the tokenizer, so the model
-and tokenizer always agree.
+pre-RMSNorm, rotary position embeddings (RoPE) and SwiGLU feed-forward blocks. `--arch bert` builds
+the encoder of BERT (Devlin et al. 2019, arXiv:1810.04805) instead: bidirectional attention and a
+masked-LM head, for `llm-train pretrain --objective mlm`; `--arch modernbert` the same task on
+ModernBERT's encoder (Warner et al. 2024, arXiv:2412.13663: pre-normalisation, RoPE, GeGLU), which
+leaves the unigram plateau where a post-norm BERT of this size stays on it. Both add a mask token
+to the tokenizer.
+`--size` picks a preset; the vocabulary, special-token ids and context length come from the
+tokenizer, so the model and tokenizer always agree.
 
     llm-train init --size tiny --tokenizer data/tokenizer --out models/init
+    llm-train init --arch bert --size tiny --tokenizer data/tokenizer --out models/init-bert
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, require_local_or_hub
 
-# hidden, layers, heads, kv heads, intermediate (SwiGLU) — 'tiny' trains in about a minute on 2 CPU cores.
+ARCHS = ("llama", "bert", "modernbert")
+MASK_TOKEN = "<mask>"
+# hidden, layers, heads, kv heads, intermediate (SwiGLU; BERT's GELU block) — 'tiny' trains in minutes on 2 CPU cores.
 SIZES = {
     "nano": (64, 2, 4, 4, 128),
     "tiny": (128, 4, 4, 4, 512),
@@ -26,6 +34,11 @@ SIZES = {
 
 @dataclass
 class InitConfig:
+    arch: str = field(
+        default="llama",
+        metadata={"help": "llama: a causal decoder (pretrain --objective clm); bert or modernbert: a masked-LM "
+                  "encoder (pretrain --objective mlm), with a mask token added to the tokenizer."},
+    )
     size: str = field(default="tiny", metadata={"help": f"Model size preset: {', '.join(SIZES)}."})
     tokenizer: str = field(default="data/tokenizer", metadata={"help": "Tokenizer folder (or hub id)."})
     out: str = field(default="models/init", metadata={"help": "Output model folder."})
@@ -42,10 +55,31 @@ class InitConfig:
     def __post_init__(self):
         if self.init_std < 0:
             raise ValueError(f"init_std must be >= 0 (0 = 1.5/sqrt(hidden)), got {self.init_std}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of: {', '.join(ARCHS)}")
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; choose one of: {', '.join(SIZES)}")
         if self.max_position_embeddings < 0:
             raise ValueError(f"max_position_embeddings must be >= 0, got {self.max_position_embeddings}")
+
+
+def _encoder(cfg: InitConfig, tok, context: int):
+    """A masked-LM encoder of the size preset, for the tokenizer plus a mask token."""
+    from transformers import BertConfig, BertForMaskedLM, ModernBertConfig, ModernBertForMaskedLM
+
+    if tok.mask_token is None:
+        tok.add_special_tokens({"mask_token": MASK_TOKEN})
+    hidden, layers, heads, _, inter = SIZES[cfg.size]
+    shape = dict(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                 intermediate_size=inter, max_position_embeddings=context, pad_token_id=tok.pad_token_id,
+                 initializer_range=cfg.init_std or 1.5 / hidden**0.5)
+    if cfg.arch == "bert":
+        # One segment: no next-sentence pairs (RoBERTa, Liu et al. 2019, arXiv:1907.11692, dropped them).
+        return BertForMaskedLM(BertConfig(**shape, type_vocab_size=1))
+    # Every layer attends globally: the blocks are no longer than ModernBERT's local window anyway.
+    return ModernBertForMaskedLM(ModernBertConfig(
+        **shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, cls_token_id=tok.bos_token_id,
+        sep_token_id=tok.eos_token_id, global_attn_every_n_layers=1))
 
 
 def run_init(cfg: InitConfig) -> Path:
@@ -55,6 +89,9 @@ def run_init(cfg: InitConfig) -> Path:
     tok = AutoTokenizer.from_pretrained(require_local_or_hub(cfg.tokenizer, "llm-data tokenizer"))
     hidden, layers, heads, kv_heads, inter = SIZES[cfg.size]
     context = cfg.max_position_embeddings or min(tok.model_max_length, 4096)
+    if cfg.arch != "llama":
+        torch.manual_seed(cfg.seed)
+        return _save(cfg, _encoder(cfg, tok, context), tok)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,
@@ -74,7 +111,10 @@ def run_init(cfg: InitConfig) -> Path:
         initializer_range=cfg.init_std or 1.5 / hidden**0.5,
     )
     torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(config)
+    return _save(cfg, LlamaForCausalLM(config), tok)
+
+
+def _save(cfg: InitConfig, model, tok) -> Path:
     with atomic_dir(cfg.out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

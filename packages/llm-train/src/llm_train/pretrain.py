@@ -1,11 +1,15 @@
-"""Causal-language-model pre-training: predict the next token of plain text.
+"""Pre-training on plain text: causal LM (predict the next token) or masked LM (fill in hidden tokens).
 
-Next-token prediction on raw text is how GPT (Radford et al. 2018) and Llama (Touvron et al. 2023)
-learn language and world knowledge before any instruction tuning. Documents are tokenized, joined
-with EOS and packed into fixed-length blocks so no compute is spent on padding; the Trainer logs the
-training and held-out loss, keeps checkpoints, and `--resume` continues an interrupted run.
+Next-token prediction (`--objective clm`) is how GPT (Radford et al. 2018) and Llama (Touvron et al.
+2023) learn language and world knowledge before any instruction tuning. Masked-LM pre-training
+(`--objective mlm`, BERT, Devlin et al. 2019) hides 15% of the tokens (80% become the mask token,
+10% a random token, 10% stay) and trains a bidirectional encoder to restore them, through
+transformers' `DataCollatorForLanguageModeling`. Documents are tokenized, joined with EOS and packed
+into fixed-length blocks so no compute is spent on padding; the Trainer logs the training and
+held-out loss, keeps checkpoints, and `--resume` continues an interrupted run.
 
     llm-train pretrain --model models/init --data data/synth/pretrain --out models/base
+    llm-train pretrain --objective mlm --model models/init-bert --data data/synth/pretrain --out models/base-bert
 """
 
 from __future__ import annotations
@@ -20,10 +24,20 @@ from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metr
 from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
 logger = logging.getLogger(__name__)
+OBJECTIVES = ("clm", "mlm")
 
 
 @dataclass
 class PretrainConfig(LoopConfig):
+    objective: str = field(
+        default="clm",
+        metadata={"help": "clm: next-token prediction (a Llama from `init`); mlm: masked-token prediction "
+                  "(an encoder from `init --arch bert`)."},
+    )
+    mlm_probability: float = field(
+        default=0.15,
+        metadata={"help": "mlm: share of tokens hidden per block (BERT's 15%; 80/10/10 mask/random/keep)."},
+    )
     model: str = field(default="models/init", metadata={"help": "Model folder or hub id to start from."})
     data: str = field(
         default="data/synth/pretrain",
@@ -38,13 +52,18 @@ class PretrainConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
         for name in ("block_size", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def _pack(dataset, tokenizer, block_size: int):
-    """Tokenize, append EOS to each document, concatenate and cut into `block_size` blocks."""
+def _pack(dataset, tokenizer, block_size: int, labels: bool = True):
+    """Tokenize, append EOS to each document, concatenate and cut into `block_size` blocks (with a copy
+    as `labels` for causal LM; the masked-LM collator makes its own)."""
     if "text" not in dataset["train"].column_names:
         raise ValueError(f"pre-training data needs a 'text' field, found {dataset['train'].column_names}")
 
@@ -55,21 +74,44 @@ def _pack(dataset, tokenizer, block_size: int):
         flat = [t for ids in batch["input_ids"] for t in ids]
         n = len(flat) // block_size * block_size
         blocks = [flat[i : i + block_size] for i in range(0, n, block_size)]
-        return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+        return {"input_ids": blocks, "labels": [list(b) for b in blocks]} if labels else {"input_ids": blocks}
 
     cols = dataset["train"].column_names
     tokenized = dataset.map(tokenize, batched=True, remove_columns=cols, desc="Tokenizing")
     return tokenized.map(group, batched=True, desc=f"Packing into blocks of {block_size}")
 
 
-def run_pretrain(cfg: PretrainConfig) -> Path:
+def _model_and_collator(cfg: PretrainConfig, model_name: str, tokenizer):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        default_data_collator,
+    )
+
+    if cfg.objective == "clm":
+        return AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.float32), default_data_collator
+    if tokenizer.mask_token is None:
+        raise ValueError(f"{cfg.model}: the tokenizer has no mask token, which --objective mlm needs; build the "
+                         "encoder with `llm-train init --arch bert` (it adds one)")
+    kind = AutoConfig.from_pretrained(model_name).model_type
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(model_name, dtype=torch.float32)
+    except ValueError as err:
+        raise ValueError(f"{cfg.model}: a {kind!r} model has no masked-LM head for --objective mlm; build an "
+                         "encoder with `llm-train init --arch bert`") from err
+    return model, DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=cfg.mlm_probability)
+
+
+def run_pretrain(cfg: PretrainConfig) -> Path:
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     model_name = require_local_or_hub(cfg.model, "llm-train init")
     tokenizer = AutoTokenizer.from_pretrained(model_name)
-    model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.float32)
-    data = _pack(load_splits(cfg.data), tokenizer, cfg.block_size)
+    model, collator = _model_and_collator(cfg, model_name, tokenizer)
+    data = _pack(load_splits(cfg.data), tokenizer, cfg.block_size, labels=cfg.objective == "clm")
     if len(data["train"]) == 0:
         raise ValueError(f"{cfg.data}: the training text is shorter than one block of {cfg.block_size} tokens")
 
@@ -85,7 +127,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         args=args,
         train_dataset=data["train"],
         eval_dataset=data["validation"],
-        data_collator=default_data_collator,
+        data_collator=collator,
     )
     resume = cfg.resume and any(cfg.ckpt_dir.glob("checkpoint-*"))
     start = time.perf_counter()
