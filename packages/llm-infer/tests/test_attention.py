@@ -30,7 +30,9 @@ def test_writes_table_plots_and_metrics(result):
     assert metrics["max_seq_len"] == 128
     # The ratio of mean forward times over the repeats, with its interval from their spread.
     assert metrics["sdpa_speedup_lo"] <= metrics["sdpa_speedup"] <= metrics["sdpa_speedup_hi"]
-    assert metrics["sdpa_speedup"] == pytest.approx(metrics["eager_seconds"] / metrics["sdpa_seconds"], rel=1e-4)
+    # The metrics JSON keeps 6 decimals: a forward pass of a few milliseconds is rounded by up to ~1e-4 of
+    # itself, so the ratio of the rounded times can miss the stored ratio by twice that (seen: 1.6e-4).
+    assert metrics["sdpa_speedup"] == pytest.approx(metrics["eager_seconds"] / metrics["sdpa_seconds"], rel=1e-3)
     assert metrics["flash_available"] == int(any(r[0] == "flash_attention_2" for r in ok))
 
 
