@@ -16,8 +16,8 @@ from pathlib import Path
 
 from llm_data.io import read_jsonl
 
+from llm_eval.cells import png_bytes
 from llm_eval.items import em_finding, exact_match_diff, load_items
-from llm_eval.report import png_bytes
 from llm_eval.stats import Estimate, from_metrics, paired_diff_ci, verdict
 
 # Table order; the rows present are shown. `sft_full` is the reference every policy is judged against.

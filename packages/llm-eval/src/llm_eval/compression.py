@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from llm_eval.cells import DASH, number, png_bytes
 from llm_eval.items import (
     Items,
     em_finding,
@@ -26,7 +27,6 @@ from llm_eval.items import (
 )
 from llm_eval.stats import Estimate, from_metrics
 
-DASH = "—"
 CURVE_ROW = re.compile(r"(?P<method>[a-z]+)_(?P<percent>\d+)")
 # The issue's goals: 4-bit GPTQ / AWQ at least 3x smaller on disk with perplexity within +10%; 50%
 # unstructured Wanda / SparseGPT within +20% perplexity.
@@ -126,10 +126,6 @@ def goals(rows: dict[str, dict], reference: str, cmp: dict[str, Change]) -> list
     return out
 
 
-def _f(value: float | None, digits: int = 2) -> str:
-    return DASH if value is None else f"{value:.{digits}f}"
-
-
 def _e(estimate: Estimate | None, digits: int = 1, signed: bool = True) -> str:
     return DASH if estimate is None else estimate.fmt(digits, signed=signed)
 
@@ -146,8 +142,8 @@ def quantize_table(rows: dict[str, dict], ref_eval: dict, cmp: dict[str, Change]
             continue
         memory = ev.get("memory_mb")
         ratio = ref_eval["memory_mb"] / memory if memory and ref_eval.get("memory_mb") else qu.get("memory_ratio")
-        table.append([name, f"{_f(qu.get('size_mb'))} ({_f(qu.get('size_ratio'), 1)}x)",
-                      f"{_f(memory)} ({_f(ratio, 1)}x)", _e(change.exact_match), _e(change.perplexity),
+        table.append([name, f"{number(qu.get('size_mb'))} ({number(qu.get('size_ratio'), 1)}x)",
+                      f"{number(memory)} ({number(ratio, 1)}x)", _e(change.exact_match), _e(change.perplexity),
                       _speed(change)])
     return table
 
@@ -158,8 +154,8 @@ def prune_table(rows: dict[str, dict], cmp: dict[str, Change]) -> list[list[str]
         pr = rows[name].get("prune")
         if not pr:
             continue
-        table.append([name, _f(100 * pr.get("target_sparsity", 0), 0), _f(100 * pr.get("sparsity", 0), 1),
-                      _f(100 * pr.get("groups_2_4", 0), 1), _e(from_metrics(rows[name]["eval"], "exact_match"),
+        table.append([name, number(100 * pr.get("target_sparsity", 0), 0), number(100 * pr.get("sparsity", 0), 1),
+                      number(100 * pr.get("groups_2_4", 0), 1), _e(from_metrics(rows[name]["eval"], "exact_match"),
                                                               signed=False),
                       _e(change.exact_match), _e(change.perplexity), _speed(change)])
     return table
@@ -169,7 +165,6 @@ def plot_pruning(rows: dict[str, dict], reference: str, cmp: dict[str, Change]) 
     """Exact match and perplexity change against measured sparsity, one line per method, the reference at 0."""
     from matplotlib.figure import Figure
 
-    from llm_eval.report import png_bytes
 
     curves: dict[str, list[tuple[float, Estimate, Estimate | None]]] = {}
     for name, change in cmp.items():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 import os
@@ -34,10 +33,11 @@ from pathlib import Path
 from llm_data.io import atomic_dir
 
 from llm_eval import compression, summary
+from llm_eval.cells import DASH, png_bytes
+from llm_eval.cells import number as _fmt
 from llm_eval.items import Items, em_finding, exact_match_diff, load_items, perplexity_change
 from llm_eval.stats import Estimate, from_metrics
 
-DASH = "—"
 QUANTIZED = ("int8", "nf4")
 
 # One paragraph per row name: (title, explanation with its paper). Later presets add rows here.
@@ -275,10 +275,6 @@ def load_curves(plots_dir: str, names: list[str]) -> dict[str, dict[str, list[tu
 # ----------------------------------------------------------------------------- numbers
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return DASH if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
 def _interval(metrics: dict[str, float], key: str, digits: int = 2) -> str:
     """'value [lo, hi]' from the metrics' key, key_lo and key_hi; just the value without them."""
     estimate = from_metrics(metrics, key)
@@ -421,13 +417,6 @@ def findings(rows: dict[str, dict], reference: str, cmp: dict[str, compression.C
 
 
 # ----------------------------------------------------------------------------- plots
-
-
-def png_bytes(fig) -> bytes:
-    """A matplotlib figure as PNG bytes, with no timestamp in them (reruns give byte-identical files)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return buf.getvalue()
 
 
 def plot_losses(curves: dict, names: list[str]) -> bytes:

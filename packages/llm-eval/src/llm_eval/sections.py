@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_eval import align_report
+from llm_eval.cells import DASH
 from llm_eval.items import em_finding, exact_match_diff, load_items
 from llm_eval.stats import from_metrics, verdict
-
-DASH = "—"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ decoding speed against the same model.
 
 from __future__ import annotations
 
+from llm_eval.cells import DASH
 from llm_eval.items import exact_match_diff, perplexity_change, speed_ratio
 from llm_eval.stats import Estimate
 
-DASH = "—"
 COLUMNS = ("model", "compared with", "exact match change (points)", "perplexity change (%)", "train time (s)",
            "trainable params", "size on disk (MB)", "memory (MB)", "tokens/s, x the compared model")
 # What each row was made from, where it is not the report's reference ('' = nothing evaluated: the base).
