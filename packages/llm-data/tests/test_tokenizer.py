@@ -53,6 +53,17 @@ def test_digits_split_and_roundtrip(tok_dir):
     )
 
 
+def test_resaved_tokenizer_is_byte_identical_whatever_the_environment(tok_dir, tmp_path):
+    # HF_HUB_OFFLINE=1 (set above) makes transformers record local_files_only=True in a loaded tokenizer;
+    # every stage that loads and re-saves a tokenizer must still write the bytes it read.
+    from llm_data.tokenizer import load_tokenizer
+
+    load_tokenizer(str(tok_dir)).save_pretrained(tmp_path / "again")
+    original = (tok_dir / "tokenizer_config.json").read_bytes()
+    assert b"local_files_only" not in original
+    assert (tmp_path / "again" / "tokenizer_config.json").read_bytes() == original
+
+
 def test_missing_data_folder(tmp_path, capsys):
     assert main(["tokenizer", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "tok")]) == 2
     assert "nope" in capsys.readouterr().err

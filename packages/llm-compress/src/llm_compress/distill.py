@@ -153,11 +153,12 @@ class ChatCollator:
 def _require_teacher(name: str):
     """The teacher's tokenizer and frozen fp32 model; a missing folder names the command that makes it."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from llm_data.tokenizer import load_tokenizer
+    from transformers import AutoModelForCausalLM
 
     name = require_model_folder(name, _PRODUCER.format(name))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = load_tokenizer(name)
     except OSError as e:
         raise FileNotFoundError(f"{name}: no such teacher folder, and the hub did not provide it; "
                                 f"create it with `{_PRODUCER.format(name)}`") from e

@@ -112,7 +112,8 @@ def measured_sparsity(model) -> dict[str, float]:
 
 def run_prune(cfg: PruneConfig) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from llm_data.tokenizer import load_tokenizer
+    from transformers import AutoModelForCausalLM
 
     name = require_model_folder(cfg.model, _PRODUCER.format(cfg.model))
     if cfg.pattern == "2:4":
@@ -120,7 +121,7 @@ def run_prune(cfg: PruneConfig) -> Path:
             if width % 4:
                 raise ValueError(f"{name}: layer {layer} has {width} input features, not a multiple of 4, so it "
                                  "cannot take the 2:4 pattern; use --pattern unstructured")
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = load_tokenizer(name)
     texts = []
     if cfg.method != "magnitude":
         texts = calibration_texts(cfg.data, tokenizer, cfg.calibration_samples, cfg.seed)

@@ -136,10 +136,10 @@ def _source_folder(name: str) -> Path:
 
 def _load_tokenizer(name: str):
     """The model's tokenizer; a name that is neither a local folder nor on the hub is bad input (exit 2)."""
-    from transformers import AutoTokenizer
+    from llm_data.tokenizer import load_tokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return load_tokenizer(name)
     except OSError as e:
         if Path(name).is_dir():
             raise

@@ -38,6 +38,23 @@ CHAT_TEMPLATE = (
 _SHAPE_FIELDS = {"pretrain": ("text",), "sft": ("prompt", "completion"), "cot": ("prompt", "completion")}
 
 
+# transformers 5 copies these load-time arguments into a loaded tokenizer's init kwargs, and so into every
+# folder saved from it; `local_files_only` follows HF_HUB_OFFLINE, so one stage saved other bytes with and
+# without that variable set. They describe how a folder was read, not the tokenizer.
+LOAD_TIME_KWARGS = ("local_files_only", "is_local")
+
+
+def load_tokenizer(name: str):
+    """`AutoTokenizer.from_pretrained(name)` without the load-time arguments, so saving it again writes
+    the same `tokenizer_config.json` whatever the environment."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    for key in LOAD_TIME_KWARGS:
+        tokenizer.init_kwargs.pop(key, None)
+    return tokenizer
+
+
 @dataclass
 class TokenizerConfig:
     data: str = field(

@@ -234,9 +234,9 @@ def load_tokenizer(name: str, padding_side: str = ""):
     pad token (hub base models often have none; padded positions are masked out of every loss and score).
     Generation pads on the left, so prompts end flush; a reward model's head reads the last non-pad
     token, so it pads on the right."""
-    from transformers import AutoTokenizer
+    from llm_data.tokenizer import load_tokenizer as load_portable
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = load_portable(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if padding_side:

@@ -84,9 +84,10 @@ def _encoder(cfg: InitConfig, tok, context: int):
 
 def run_init(cfg: InitConfig) -> Path:
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from llm_data.tokenizer import load_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(require_local_or_hub(cfg.tokenizer, "llm-data tokenizer"))
+    tok = load_tokenizer(require_local_or_hub(cfg.tokenizer, "llm-data tokenizer"))
     hidden, layers, heads, kv_heads, inter = SIZES[cfg.size]
     context = cfg.max_position_embeddings or min(tok.model_max_length, 4096)
     if cfg.arch != "llama":

@@ -106,10 +106,11 @@ def _model_and_collator(cfg: PretrainConfig, model_name: str, tokenizer):
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+    from llm_data.tokenizer import load_tokenizer
+    from transformers import Trainer, TrainingArguments
 
     model_name = require_local_or_hub(cfg.model, "llm-train init")
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
+    tokenizer = load_tokenizer(model_name)
     model, collator = _model_and_collator(cfg, model_name, tokenizer)
     data = _pack(load_splits(cfg.data), tokenizer, cfg.block_size, labels=cfg.objective == "clm")
     if len(data["train"]) == 0:

@@ -114,12 +114,13 @@ def _keep_training_columns(dataset):
 
 
 def run_sft(cfg: SFTConfig) -> Path:
-    from transformers import AutoTokenizer, set_seed
+    from llm_data.tokenizer import load_tokenizer
+    from transformers import set_seed
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
     name = require_local_or_hub(cfg.model, "llm-train pretrain")
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = load_tokenizer(name)
     data = _keep_training_columns(load_splits(cfg.data))
     conversational = "messages" in data["train"].column_names
     model = _load_model(cfg, name)

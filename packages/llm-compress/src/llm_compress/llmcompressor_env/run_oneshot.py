@@ -74,6 +74,9 @@ def main() -> None:
     # Quantized weights are saved packed (compressed-tensors "pack-quantized": 4 bits each); pruned ones
     # dense, so the saved zeros are what a later stage measures and any loader reads.
     model.save_pretrained(request["out"], save_compressed=request["method"] in ("gptq", "awq"))
+    # Load-time arguments (local_files_only follows HF_HUB_OFFLINE) are not saved, as in llm_data.tokenizer.
+    for key in ("local_files_only", "is_local"):
+        tokenizer.init_kwargs.pop(key, None)
     tokenizer.save_pretrained(request["out"])
     print(json.dumps({"seconds": seconds}))
 
