@@ -32,7 +32,8 @@ PRESETS = {
     "complete": {
         "stages": ["report_fast", "report_balanced", "report_alignment", "report_inference", "report_complete"],
         "about": "skip nothing: every stage of fast, balanced, alignment and inference (shared stages run once), "
-        "plus masked-LM pre-training and chain-of-thought tuning, in one report with every section",
+        "plus masked-LM pre-training, contrastive encoders (SimCSE, supervised pairs) with every paradigm's "
+        "encoder side by side, and chain-of-thought tuning, in one report with every section",
     },
 }
 

@@ -101,6 +101,10 @@ def _flag(cmd: str, name: str) -> list[str]:
     return match.group(1).split(",") if match else []
 
 
+# The encoders `llm-eval embed` scores (the embed stage's foreach keys), all of them in the encoders section.
+PARAMS_EMBED = list(DVC["stages"]["embed"]["foreach"])
+
+
 @pytest.mark.parametrize("stage", [s for s in DVC["stages"] if s.startswith("report_")])
 def test_report_stage_deps_match_its_rows_and_sections(stage):
     """DVC cannot derive deps from params, so the report stages list their inputs twice: keep them equal."""
@@ -122,6 +126,10 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
         if section == "cot":  # the direct and chain-of-thought rows, paired over their items
             expected |= {f"reports/{kind}/eval_reasoning_{row}{ext}" for row in ("direct", "cot")
                          for kind, ext in (("metrics", ".json"), ("items", ""))}
+        if section == "encoders":  # every encoder's retrieval and probe results, and the contrastive train times
+            expected |= {f"reports/{kind}/embed_{name}{ext}" for name in PARAMS_EMBED
+                         for kind, ext in (("metrics", ".json"), ("items", ""))}
+            expected |= {f"reports/metrics/train_contrastive_{m}.json" for m in PARAMS["train"]["contrastive"]}
         if SECTIONS[section].metrics:
             expected.add(f"reports/metrics/{SECTIONS[section].metrics}")
         plots = f"reports/plots/{SECTIONS[section].folder or f'infer_{section}'}"
@@ -129,3 +137,9 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
             expected.add(plots)
     assert deps - {"packages/llm-eval/src"} == expected
     assert stage.removeprefix("report_") in _flag(cmd, "preset")
+
+
+def test_every_embedded_encoder_has_a_row_in_the_encoders_section():
+    from llm_eval.embed_report import ENCODERS
+
+    assert list(ENCODERS) == PARAMS_EMBED

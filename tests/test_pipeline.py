@@ -61,6 +61,8 @@ REDUCED = {
     ("train", "mlm", "pretrain", "epochs"): 1,
     ("train", "reasoning", "epochs"): 1,
     ("eval", "mlm", "pppl_documents"): 8,
+    ("train", "contrastive", "simcse", "epochs"): 1,
+    ("train", "contrastive", "supervised", "epochs"): 1,
 }
 
 
@@ -202,16 +204,22 @@ def test_inference_path_compares_every_compressed_form(repo_copy, path_run):
     assert (repo_copy / "reports" / "inference" / "pruning_curve.png").is_file()
 
 
-def test_complete_path_adds_mlm_and_cot_and_reruns_nothing_shared(repo_copy, path_run):
-    """After the other paths, `complete` runs only its own stages (masked LM, chain of thought) and the report."""
+ENCODERS = ("random", "causal", "mlm", "simcse", "supervised", "minilm")
+
+
+def test_complete_path_adds_mlm_contrastive_and_cot_and_reruns_nothing_shared(repo_copy, path_run):
+    """After the other paths, `complete` runs only its own stages (masked LM, contrastive encoders, chain of
+    thought) and the report."""
     out = _run("invoke path --name complete", repo_copy)
     assert "path complete: done" in out
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"init_bert", "pretrain_mlm", "eval_mlm", "sft_reasoning@direct", "sft_reasoning@cot",
-                   "eval_reasoning@direct", "eval_reasoning@cot", "report_complete"}, ran
+                   "eval_reasoning@direct", "eval_reasoning@cot", "contrastive@simcse", "contrastive@supervised",
+                   *(f"embed@{name}" for name in ENCODERS), "report_complete"}, ran
     report = (repo_copy / "reports" / "complete.md").read_text()
     headings = [line[3:] for line in report.splitlines() if line.startswith("## ")]
-    for title in ("Masked-LM pre-training", "Chain-of-thought tuning", "Knowledge distillation",
+    for title in ("Masked-LM pre-training", "Encoders: the pre-training paradigms side by side, and contrastive "
+                  "learning", "Chain-of-thought tuning", "Knowledge distillation",
                   "Alignment: reward model, preference optimisation and RL", "Compression side by side",
                   "vLLM against transformers generate", "Train/serve parity"):
         assert title in headings, title
@@ -225,6 +233,13 @@ def test_complete_path_adds_mlm_and_cot_and_reruns_nothing_shared(repo_copy, pat
     # The reduced run trains for a few steps only: what is checked is that both rows scored the same items.
     assert cot["n_samples"] == direct["n_samples"] > 20
     assert all(0 < m["reply_tokens"] <= 64 for m in (cot, direct))
+    # Every encoder on the same held-out queries and probe texts; the table has a row for each.
+    encoders = {name: json.loads((metrics / f"embed_{name}.json").read_text()) for name in ENCODERS}
+    assert len({(m["queries"], m["documents"], m["probe_truth_items"]) for m in encoders.values()}) == 1
+    assert all(0 <= m["retrieval_accuracy_lo"] <= m["retrieval_accuracy"] <= m["retrieval_accuracy_hi"] <= 100
+               for m in encoders.values())
+    assert encoders["minilm"]["dimension"] == 384 and encoders["minilm"]["retrieval_accuracy"] >= 80
+    assert "Encoders, retrieval accuracy@1: supervised contrastive vs masked LM:" in report
 
 
 def test_unknown_preset_lists_valid_names(repo_copy):

@@ -32,7 +32,7 @@ def synth_dir(tmp_path_factory):
 
 
 def test_every_shape_and_split_written(synth_dir):
-    for shape in ("pretrain", "sft", "messages", "cot", "preference", "reasoning", "reasoning_cot"):
+    for shape in ("pretrain", "sft", "messages", "cot", "preference", "reasoning", "reasoning_cot", "pairs", "probe"):
         meta = json.loads((synth_dir / shape / "meta.json").read_text())
         assert meta["shape"] == shape and meta["seed"] == 0
         for split in ("train", "validation", "test"):
@@ -205,3 +205,34 @@ def test_multi_step_items_direct_and_worked(synth_dir):
                 assert w["completion"].startswith(f"We need {a} {op1} {b} {op2} {c}. {a} {op1} {b} = {first}. "
                                                   f"{first} {op2} {c} = {final}.")
 
+
+
+def test_contrastive_pairs_hold_out_whole_facts(synth_dir):
+    pairs = {s: _read(synth_dir / "pairs" / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    keys = {s: {r["key"] for r in rows} for s, rows in pairs.items()}
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"]
+    assert {r["category"] for r in pairs["test"]} == {"fact", "equation"}
+    # Train: every pair of a fact's five phrasings. Test: four queries per fact, all against one document.
+    assert len(pairs["train"]) == 10 * len(keys["train"])
+    assert len(pairs["test"]) == 4 * len(keys["test"])
+    for key in keys["test"]:
+        rows = [r for r in pairs["test"] if r["key"] == key]
+        assert len({r["positive"] for r in rows}) == 1 and len({r["anchor"] for r in rows}) == 4
+        assert all(r["anchor"] != r["positive"] for r in rows)
+    # A sum is one fact, however its operands are ordered.
+    assert "eq:5+3" not in keys["train"] | keys["test"] | keys["validation"]
+
+
+def test_probe_truth_is_balanced_and_values_are_no_giveaway(synth_dir):
+    probe = {s: _read(synth_dir / "probe" / f"{s}.jsonl") for s in ("train", "test")}
+    for rows in probe.values():
+        truth = [r for r in rows if r["task"] == "truth"]
+        assert sum(r["label"] == "true" for r in truth) == sum(r["label"] == "false" for r in truth)
+        assert {r["label"] for r in rows if r["task"] == "sentiment"} <= {"positive", "negative"}
+    assert {r["label"] for r in probe["train"] if r["task"] == "sentiment"} == {"positive", "negative"}
+    # A false statement borrows a value that a true statement of the same split also has.
+    test_truth = [r for r in probe["test"] if r["task"] == "truth"]
+    true_texts = " ".join(r["text"] for r in test_truth if r["label"] == "true")
+    for row in test_truth:
+        if row["label"] == "false" and row["text"].startswith("The capital of "):
+            assert row["text"].rstrip(".").split()[-1] in true_texts

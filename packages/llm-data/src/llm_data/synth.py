@@ -14,6 +14,7 @@ items (two operations in one sum, a fact reached through another fact) come twic
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,8 +465,85 @@ def _reasoning(cfg: SynthConfig, world: World) -> dict[str, dict[str, list[dict]
     return out
 
 
-def _split(rng: random.Random, items: list[Item], cfg: SynthConfig) -> dict[str, list[Item]]:
-    """Split per category by item key, so every split covers every category and no prompt repeats."""
+@dataclass(frozen=True)
+class Fact:
+    """One fact of the world: a country's capital, language or animal, or a line of the arithmetic table."""
+
+    key: str
+    category: str  # "fact" or "equation"
+    relation: str  # capital / language / animal, or + / -
+    subject: tuple  # (country,) or (a, b)
+    value: str
+
+    def phrasings(self, value: str = "") -> list[str]:
+        """Its five phrasings, as pre-training states them; with `value`, the same sentences made false."""
+        v = value or self.value
+        if self.category == "equation":
+            a, b = self.subject
+            return [t.format(a=a, b=b, c=v) for t in _EQUATIONS[self.relation]]
+        return [t.format(c=self.subject[0], v=v) for t in _FACT_SENTENCES[self.relation]]
+
+
+def _facts_in_phrasings(world: World, max_operand: int) -> list[Fact]:
+    """Every fact pre-training states in five phrasings. A sum appears once (a <= b): 3 + 5 and 5 + 3 are
+    one fact, so one retrieval target."""
+    out = [Fact(f"{rel}:{country}", "fact", rel, (country,), value) for country, rel, value in world.facts()]
+    for a in range(max_operand + 1):
+        for b in range(max_operand + 1):
+            if a <= b:
+                out.append(Fact(f"eq:{a}+{b}", "equation", "+", (a, b), str(a + b)))
+            if a >= b:
+                out.append(Fact(f"eq:{a}-{b}", "equation", "-", (a, b), str(a - b)))
+    return out
+
+
+def _false_value(rng: random.Random, fact: Fact, group: list[Fact]) -> str:
+    """A wrong value for the fact: a sum or difference off by one or two, or the value another fact of the
+    same split has for the same relation. Drawing it from the split makes every value as common in false
+    statements as in true ones there, so a probe cannot tell truth from the value's name alone."""
+    if fact.category == "equation":
+        c = int(fact.value)
+        return str(rng.choice([w for w in (c - 2, c - 1, c + 1, c + 2) if w >= 0]))
+    others = sorted({f.value for f in group if f.relation == fact.relation} - {fact.value})
+    return rng.choice(others) if others else f"Not{fact.value.lower()}"
+
+
+def _encoder_sets(cfg: SynthConfig, world: World, classification: dict[str, list[Item]]
+                  ) -> dict[str, dict[str, list[dict]]]:
+    """The contrastive pairs and the linear-probe sets, split by fact so no fact crosses splits.
+
+    `pairs`: two phrasings of one fact (anchor, positive). Train has every pair of a fact's five phrasings;
+    validation and test pair each of phrasings 2-5 (the queries) with phrasing 1 (the fact's one
+    document), the held-out retrieval task. `probe`: texts with a label per task: `sentiment` (the
+    classification items' reviews) and `truth` (each phrasing of a fact, true or with its value replaced),
+    which asks whether an encoder's features hold the knowledge pre-training read."""
+    facts = _facts_in_phrasings(world, cfg.max_operand)
+    splits = _split(random.Random(f"{cfg.seed}:pairs-split"), facts, cfg)
+    rng = random.Random(f"{cfg.seed}:probe")
+    pairs: dict[str, list[dict]] = {}
+    probe: dict[str, list[dict]] = {}
+    for name, group in splits.items():
+        pairs[name] = [
+            {"anchor": p[i], "positive": p[j], "key": f.key, "category": f.category}
+            for f in group
+            for p in [f.phrasings()]
+            for i, j in (itertools.combinations(range(5), 2) if name == "train" else ((q, 0) for q in range(1, 5)))
+        ]
+        truth = [
+            {"text": text, "label": label, "task": "truth"}
+            for f in group
+            for true, false in zip(f.phrasings(), f.phrasings(_false_value(rng, f, group)), strict=True)
+            for text, label in ((true, "true"), (false, "false"))
+        ]
+        sentiment = [{"text": it.prompt.split("? ", 1)[1], "label": it.answer, "task": "sentiment"}
+                     for it in classification[name]]
+        probe[name] = truth + sentiment
+        rng.shuffle(probe[name])
+    return {"pairs": pairs, "probe": probe}
+
+
+def _split(rng: random.Random, items: list, cfg: SynthConfig) -> dict[str, list]:
+    """Split per category by key (items or facts), so every split covers every category and no prompt repeats."""
     out = {name: [] for name in SPLITS}
     for category in sorted({it.category for it in items}):
         group = sorted((it for it in items if it.category == category), key=lambda it: it.key)
@@ -567,6 +645,8 @@ def build(cfg: SynthConfig) -> dict[str, dict[str, list[dict]]]:
             for i, it in enumerate(its)
         ] + safety[name]
     data.update(_reasoning(cfg, world))
+    classification = {name: [it for it in its if it.category == "classification"] for name, its in splits.items()}
+    data.update(_encoder_sets(cfg, world, classification))
     return data
 
 

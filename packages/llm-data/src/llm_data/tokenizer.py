@@ -49,7 +49,12 @@ def load_tokenizer(name: str):
     the same `tokenizer_config.json` whatever the environment."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    return without_load_time_kwargs(AutoTokenizer.from_pretrained(name))
+
+
+def without_load_time_kwargs(tokenizer):
+    """Drop `LOAD_TIME_KWARGS` from a tokenizer loaded by another library (sentence-transformers) before it
+    is saved; returns the tokenizer."""
     for key in LOAD_TIME_KWARGS:
         tokenizer.init_kwargs.pop(key, None)
     return tokenizer

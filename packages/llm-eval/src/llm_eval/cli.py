@@ -1,4 +1,4 @@
-"""`llm-eval <command>`: evaluate models (perplexity, exact match, ROUGE-L, BLEU; masked LM; CoT) and write reports."""
+"""`llm-eval <command>`: evaluate models (exact match, perplexity, ROUGE, BLEU; MLM; CoT; encoders), write reports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ COMMANDS = {
     "align": ("llm_eval.align", "AlignEvalConfig", "run_align_eval"),
     "mlm": ("llm_eval.mlm", "MlmEvalConfig", "run_mlm_eval"),
     "cot": ("llm_eval.cot", "CotEvalConfig", "run_cot_eval"),
+    "embed": ("llm_eval.embed", "EmbedEvalConfig", "run_embed_eval"),
     "report": ("llm_eval.report", "ReportConfig", "run_report"),
     "seeds": ("llm_eval.seeds", "SeedsConfig", "run_seeds"),
 }

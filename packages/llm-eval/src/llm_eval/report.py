@@ -174,8 +174,8 @@ class ReportConfig:
     )
     sections: str = field(
         default="",
-        metadata={"help": "Comma list of extra sections after the model table: mlm, cot, alignment, distill, generate, "
-                  "kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity ('' = none)."},
+        metadata={"help": "Comma list of extra sections after the model table: mlm, encoders, cot, alignment, distill, "
+                  "generate, kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity ('' = none)."},
     )
 
     def __post_init__(self):

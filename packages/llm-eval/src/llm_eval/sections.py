@@ -1,5 +1,5 @@
-"""Report sections beyond the model table: alignment, distillation, masked-LM pre-training, chain-of-thought
-tuning and the inference measurements of llm-infer.
+"""Report sections beyond the model table: alignment, distillation, masked-LM pre-training, encoders,
+chain-of-thought tuning and the inference measurements of llm-infer.
 
 Each section reads what its stage wrote — `<metrics_dir>/<file>.json` (flat numbers) and, for the
 llm-infer commands, `<plots_dir>/infer_<name>/*.csv|png` — and becomes blocks (headings, a table,
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_eval import align_report
+from llm_eval import align_report, embed_report
 from llm_eval.cells import DASH
 from llm_eval.items import em_finding, exact_match_diff, load_items
 from llm_eval.stats import from_metrics, verdict
@@ -320,6 +320,26 @@ SECTIONS = {
         lambda m: [("MLM held-out masked-token accuracy (%)", from_metrics(m, "masked_accuracy"), ">=", 60)],
         folder="eval_mlm",
     ),
+    "encoders": Section(
+        "Encoders: the pre-training paradigms side by side, and contrastive learning", "",
+        "contrastive@<method>, embed@<encoder>",
+        "Three objectives give a model its representations: predicting the next token (causal LM, GPT), "
+        "restoring masked tokens from both sides (masked LM, BERT) and pulling paraphrases together while "
+        "pushing other sentences apart (contrastive: InfoNCE, van den Oord et al. 2018, arXiv:1807.03748). "
+        "The contrastive runs start from the masked-LM encoder and use sentence-transformers' "
+        "MultipleNegativesRankingLoss with in-batch negatives: SimCSE (Gao et al. 2021, arXiv:2104.08821) pairs "
+        "each training sentence with itself and lets dropout make the two views differ; the supervised run "
+        "pairs two phrasings of one fact (Sentence-BERT, Reimers & Gurevych 2019, arXiv:1908.10084). Both read "
+        "the same sentences for the same number of steps. Every encoder is then used the same way, the mean "
+        "of its last hidden states, on the same held-out tests: retrieval (each query, a phrasing of a fact no "
+        "training pair held, ranks the held-out facts' documents by cosine similarity: accuracy@1 and MRR), "
+        "alignment and uniformity (Wang & Isola 2020, arXiv:2005.10242: mean squared distance of paraphrase "
+        "pairs, and log E exp(-2 d^2) over all sentence pairs; lower is better for both), and linear probes "
+        "(a logistic regression on frozen vectors; Alain & Bengio 2016, arXiv:1610.01644) for the reviews' "
+        "sentiment and for whether a statement of a held-out fact is true. all-MiniLM-L6-v2, a real sentence "
+        "encoder trained on a billion pairs, is the reference.",
+        embed_report.finding, embed_report.goals, embed_report.comparisons,
+    ),
     "cot": Section(
         "Chain-of-thought tuning", "", "eval_reasoning@direct, eval_reasoning@cot",
         "Chain-of-thought (Wei et al. 2022, arXiv:2201.11903) has a model write its intermediate steps before "
@@ -544,6 +564,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             metrics = distill_metrics(Path(metrics_dir), read_json, teacher, items_dir)
         elif name == "cot":
             metrics = cot_metrics(Path(metrics_dir), read_json, items_dir)
+        elif name == "encoders":
+            metrics = embed_report.embed_metrics(Path(metrics_dir), read_json, items_dir)
         elif name == "alignment":
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
         else:
@@ -567,6 +589,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
         if name == "cot":
             blocks.append(("table", ["fine-tuned on", "exact match", *metrics["categories"], "tokens per reply"],
                            _cot_table(metrics)))
+        if name == "encoders":
+            blocks.append(("table", list(embed_report.COLUMNS), embed_report.table(metrics)))
         if name == "alignment":
             blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
             for file, png in align_report.plots(metrics).items():

@@ -81,6 +81,19 @@ def bootstrap(columns: Sequence[Sequence[float]], statistic: Callable, n_boot: i
     return Estimate(value, *_percentiles(samples))
 
 
+def resample_ci(n: int, statistic: Callable, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """`statistic(indices)` on all `n` items and on `n_boot` resamples of them, for a statistic that is not
+    a sum over items (uniformity averages over pairs of items). A resample where the statistic is undefined
+    (NaN: say, one item drawn n times) is left out."""
+    import numpy as np
+
+    if n < 2:
+        raise ValueError(f"resampling needs at least 2 items, got {n}")
+    value = float(statistic(np.arange(n)))
+    samples = [s for s in (statistic(idx) for idx in _indices(n, n_boot, seed)) if not math.isnan(s)]
+    return Estimate(value, *_percentiles(samples))
+
+
 def mean_ci(values: Sequence[float], scale: float = 1.0, seed: int = 0) -> Estimate:
     """Mean of per-item values (x scale, e.g. 100 for a 0/1 accuracy in percent) with its interval."""
     n = len(values)

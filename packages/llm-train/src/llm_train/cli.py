@@ -1,4 +1,4 @@
-"""`llm-train <command>`: model init, pre-training and supervised fine-tuning."""
+"""`llm-train <command>`: model init, pre-training, supervised fine-tuning and contrastive training."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ COMMANDS = {
     "init": ("llm_train.init", "InitConfig", "run_init"),
     "pretrain": ("llm_train.pretrain", "PretrainConfig", "run_pretrain"),
     "sft": ("llm_train.sft", "SFTConfig", "run_sft"),
+    "contrastive": ("llm_train.contrastive", "ContrastiveConfig", "run_contrastive"),
 }
 
 

@@ -12,6 +12,7 @@ so the frozen weights take a quarter of the memory while the adapters train in f
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,21 @@ def _keep_training_columns(dataset):
     return dataset.remove_columns([c for c in cols if c not in keep])
 
 
+# PEFT keeps these as sets and saves them in set order, which follows Python's per-process string hashing:
+# two runs of one training (PYTHONHASHSEED differs) wrote the same weights with target_modules reordered.
+SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
+
+
+def sort_adapter_modules(folder: Path) -> None:
+    """Rewrite a saved PEFT `adapter_config.json` with its module lists sorted (no-op for a full model)."""
+    path = Path(folder) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    config.update({k: sorted(config[k]) for k in SET_VALUED if isinstance(config.get(k), list)})
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))  # PEFT's own layout
+
+
 def run_sft(cfg: SFTConfig) -> Path:
     from llm_data.tokenizer import load_tokenizer
     from transformers import set_seed
@@ -159,6 +175,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         trainable, total = model.get_nb_trainable_parameters()  # counts 4-bit weights unpacked
     with atomic_dir(cfg.out) as tmp:
         trainer.save_model(str(tmp))  # the adapter only, for lora/qlora
+        sort_adapter_modules(tmp)
         tokenizer.save_pretrained(tmp)
         if cfg.save_merged:
             merged = model.merge_and_unload()
