@@ -8,6 +8,8 @@ answer is known, the effect of each later technique is measured as exact-match a
 small synthetic suites such as bAbI (Weston et al. 2015) made reasoning measurable. The multi-step
 items (two operations in one sum, a fact reached through another fact) come twice, answered directly
 (`reasoning`) and with their steps written out first (`reasoning_cot`), for chain-of-thought tuning.
+For the encoders, `pairs` holds two phrasings of one fact (contrastive training, held-out retrieval) and
+`probe` labelled texts for linear probes (a review's sentiment; whether a statement of a fact is true).
 
     llm-data synth --out data/synth --seed 0
 """
