@@ -29,6 +29,7 @@ from pathlib import Path
 
 from llm_data.io import atomic_dir, read_jsonl, require_model_folder, write_jsonl, write_metrics
 
+from llm_eval.run import _split_file
 from llm_eval.stats import Estimate, mean_ci, resample_ci, to_metrics
 
 logger = logging.getLogger(__name__)
@@ -128,10 +129,7 @@ def probe(train_x, train_y: list[str], test_x, test_y: list[str], seed: int) -> 
 
 
 def _read(folder: str, split: str, fields: dict) -> list[dict]:
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing {split} split (run `llm-data synth`)")
-    return read_jsonl(path, fields)
+    return read_jsonl(_split_file(folder, split, "llm-data synth"), fields)
 
 
 def run_embed_eval(cfg: EmbedEvalConfig) -> Path:

@@ -14,7 +14,6 @@ Gurevych 2019, arXiv:1908.10084). Both read the same training sentences; only th
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,6 @@ from llm_data.io import atomic_dir, read_jsonl, require_model_folder, weights_mb
 
 from llm_train.loop import LoopConfig, write_loss_curves
 
-logger = logging.getLogger(__name__)
 METHODS = ("simcse", "supervised")
 # The dropout settings of the encoders in use (ModernBERT, BERT / MiniLM, Llama). ModernBERT's default to
 # 0, which would make SimCSE's two views of a sentence identical and its loss trivially zero.
