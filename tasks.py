@@ -55,6 +55,28 @@ BENCHES = {
 }
 # Commands with tables and plots also get --plots reports/bench/<name>.
 NO_PLOTS = {"serve"}
+# `invoke bench --gpu`: GPU-sized runs for a lent GPU's 10-minute slot, into reports/bench-gpu/ and
+# docs/benchmarks-gpu.md. A base-size (25.7M) and a TinyLlama-1.1B-shaped Llama built from config on the
+# tiny profile's tokenizer and text; pre-training throughput fp32 vs mixed precision, and MFU at 1.1B.
+GPU_MODELS = {
+    "models/bench-base": "llm-train init --size base --tokenizer data/tokenizer --max_position_embeddings 8192",
+    "models/bench-1b": "llm-train init --size 1b --tokenizer data/tokenizer --max_position_embeddings 2048",
+}
+GPU_PRETRAIN = ("llm-train pretrain --data data/synth/pretrain --out models/bench-pretrain --eval_steps 1000 "
+                "--save_steps 1000 --warmup_ratio 0")
+GPU_BENCHES = {
+    "pretrain_base_fp32": f"{GPU_PRETRAIN} --model models/bench-base --max_steps 150 --batch_size 64 "
+    "--block_size 256 --precision fp32",
+    "pretrain_base_mixed": f"{GPU_PRETRAIN} --model models/bench-base --max_steps 150 --batch_size 64 "
+    "--block_size 256 --precision auto",
+    "pretrain_1b": f"{GPU_PRETRAIN} --model models/bench-1b --max_steps 40 --batch_size 8 --block_size 2048 "
+    "--precision auto --torch_compile true",
+    "attention": "llm-infer bench-attn --model models/bench-base --seq_lens 512,1024,2048,4096,8192 --batch_size 4 "
+    "--repeats 3",
+    "kv_cache": "llm-infer bench-kv --model models/bench-base --new_tokens 32,128,256 --batch_size 1 --repeats 3",
+    "batch": "llm-infer batch --model models/bench-base --n_prompts 64 --batch_sizes 1,8,64 --max_new_tokens 32 "
+    "--dtype bfloat16 --repeats 3",
+}
 # `invoke bench --only seeds`: the fast path's training and evaluation on these training seeds, queued
 # as DVC experiments (same data; `data.synth.seed` stays), then `llm-eval seeds` summarises the spread.
 SEEDS = (0, 1, 2)
@@ -67,19 +89,47 @@ def _preset(name: str) -> dict:
     return PRESETS[name]
 
 
-@task(help={"name": f"Learning path to run: {', '.join(PRESETS)}", "force": "Rerun every stage (dvc repro -f)"})
-def path(c, name="balanced", force=False):
+PROCESSES_HELP = ("Processes per training stage (DDP through accelerate launch; gloo on CPU, NCCL on GPUs). "
+                  "DVC does not track it: add --force to retrain stages that are up to date")
+
+
+def _processes(processes: int) -> dict:
+    # The trainers read LLM_LAB_NUM_PROCESSES as their --num_processes default (llm_train.distributed).
+    if processes < 1:
+        raise Exit(f"--processes must be >= 1, got {processes}", code=2)
+    return {"LLM_LAB_NUM_PROCESSES": str(processes)}
+
+
+@task(help={"name": f"Learning path to run: {', '.join(PRESETS)}", "force": "Rerun every stage (dvc repro -f)",
+            "processes": PROCESSES_HELP})
+def path(c, name="balanced", force=False, processes=1):
     """Run a learning path end to end through DVC (only changed stages rerun), then print its report path."""
     preset = _preset(name)
     start = time.perf_counter()
-    c.run(f"dvc repro {'-f ' if force else ''}{' '.join(preset['stages'])}")
+    c.run(f"dvc repro {'-f ' if force else ''}{' '.join(preset['stages'])}", env=_processes(processes))
     print(f"path {name}: done in {time.perf_counter() - start:.0f} s; report: reports/{name}.md, reports/{name}.html")
 
 
-@task(help={"name": "A dvc.yaml stage, e.g. pretrain or sft@lora", "single": "Run only this stage, not its upstream"})
-def stage(c, name, single=False):
+@task(help={"name": "A dvc.yaml stage, e.g. pretrain or sft@lora", "single": "Run only this stage, not its upstream",
+            "force": "Rerun it even if it is up to date", "processes": PROCESSES_HELP})
+def stage(c, name, single=False, force=False, processes=1):
     """Run one pipeline stage (and, unless --single, whatever it depends on that changed)."""
-    c.run(f"dvc repro {'--single-item ' if single else ''}{name}")
+    flags = ("--single-item " if single else "") + ("-f " if force else "")
+    c.run(f"dvc repro {flags}{name}", env=_processes(processes))
+
+
+PROFILES = {
+    "tinyllama": "TinyLlama-1.1B-Chat: QLoRA SFT on dolly-15k, reward model and DPO (LoRA) on hh-rlhf, "
+    "evaluation, vLLM serving; a 16 GB CUDA GPU and the hub (profiles/tinyllama/README.md)",
+}
+
+
+@task(help={"name": f"GPU profile to run: {', '.join(PROFILES)}", "processes": PROCESSES_HELP})
+def profile(c, name="tinyllama", processes=1):
+    """Run a hub-model profile (profiles/<name>/dvc.yaml and params.yaml): the same commands on real models."""
+    if name not in PROFILES:
+        raise Exit(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}", code=2)
+    c.run(f"dvc repro profiles/{name}/dvc.yaml", env=_processes(processes))
 
 
 @task(help={"name": f"Preset whose report to rebuild: {', '.join(PRESETS)}"})
@@ -100,17 +150,33 @@ def _seeds(c) -> None:
           "--out reports/bench/seeds.json --md reports/bench/seeds.md")
 
 
-@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join([*BENCHES, 'seeds'])}"})
-def bench(c, only=""):
+def _gpu_bench(c, names: list[str]) -> None:
+    c.run("dvc repro tokenizer")  # the models use the tiny profile's tokenizer; pretrain reads its text
+    for folder, cmd in GPU_MODELS.items():
+        c.run(f"uv run {cmd} --out {folder}")
+    for name in names:
+        plots = "" if name.startswith("pretrain") else f" --plots reports/bench-gpu/{name}"
+        c.run(f"uv run {GPU_BENCHES[name]} --metrics reports/bench-gpu/{name}.json{plots}")
+    c.run("uv run llm-infer bench-report --bench_dir reports/bench-gpu --out docs/benchmarks-gpu.md")
+
+
+@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join([*BENCHES, 'seeds'])}; with "
+            f"--gpu: {', '.join(GPU_BENCHES)}",
+            "gpu": "Run the GPU-sized set instead (a CUDA GPU, about 10 minutes) -> docs/benchmarks-gpu.md"})
+def bench(c, only="", gpu=False):
     """Run the benchmarks alone on this machine (no other load!), then write docs/benchmarks.md.
 
     `seeds` reruns the fast path on several training seeds as queued DVC experiments
     (`dvc exp show` / `dvc metrics diff` compare them afterwards); the others time llm-infer commands.
     """
-    names = [n.strip() for n in only.split(",") if n.strip()] or [*BENCHES, "seeds"]
-    unknown = [n for n in names if n not in BENCHES and n != "seeds"]
+    valid = list(GPU_BENCHES) if gpu else [*BENCHES, "seeds"]
+    names = [n.strip() for n in only.split(",") if n.strip()] or valid
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        raise Exit(f"unknown benchmark {unknown}; valid: {', '.join([*BENCHES, 'seeds'])}", code=2)
+        raise Exit(f"unknown benchmark {unknown}; valid: {', '.join(valid)}", code=2)
+    if gpu:
+        _gpu_bench(c, names)
+        return
     if "seeds" in names:
         _seeds(c)
     infer = [n for n in names if n in BENCHES]

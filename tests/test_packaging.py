@@ -55,3 +55,16 @@ def test_wheel_installs_alone_and_cli_runs(dist, tmp_path, package):
     names = {line.split()[0] for line in installed.splitlines()[2:] if line.strip()}
     pulled = {p for p in PACKAGES if p in names} - {package}
     assert pulled == DEPENDS[package], f"{package} pulled in {sorted(pulled)}, expected {sorted(DEPENDS[package])}"
+
+
+@pytest.mark.parametrize("package", [*PACKAGES, "llm-align"])
+def test_every_command_prints_its_help(package, capsys):
+    """`<cli> <command> --help` lists the flags of every command (a literal % in a help text once crashed it)."""
+    import importlib
+
+    module = importlib.import_module(f"{package.replace('-', '_')}.cli")
+    for command in module.COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            module.main([command, "--help"])
+        assert exit_.value.code == 0, command
+        assert "--config" in capsys.readouterr().out, command

@@ -36,10 +36,17 @@ def test_writes_table_plots_and_metrics(result):
     assert metrics["flash_available"] == int(any(r[0] == "flash_attention_2" for r in ok))
 
 
+# How far two attention kernels' logits may differ, by weights dtype: fp32 agrees to rounding; in bf16 (the
+# default on CUDA, 8 mantissa bits) an H200 gave 7.8e-3 between eager and SDPA on this tiny model.
+TOLERANCE = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 5e-2}
+
+
 def test_implementations_agree(result):
     metrics, table, _ = result
-    assert metrics["max_logit_diff"] < 1e-3
-    assert all(float(r["max_logit_diff"]) < 1e-3 for r in table if r["status"] == "ok")
+    ok = [r for r in table if r["status"] == "ok"]
+    (dtype,) = {r["dtype"] for r in ok}
+    assert metrics["max_logit_diff"] < TOLERANCE[dtype]
+    assert all(float(r["max_logit_diff"]) < TOLERANCE[dtype] for r in ok)
 
 
 def test_peak_memory_grows_with_length(result):

@@ -107,7 +107,7 @@ def test_pretrain_resumes_from_checkpoint(workspace, tmp_path, monkeypatch):
         )[1],
     )
     assert main([*args, "--resume", "true"]) == 0
-    assert seen["resume"] is True and (tmp_path / "base").is_dir()
+    assert seen["resume"] == str(tmp_path / "base.ckpt" / "checkpoint-4") and (tmp_path / "base").is_dir()
 
 
 def test_missing_model_folder_is_one_line_error(workspace, tmp_path, capsys):
@@ -153,5 +153,48 @@ def test_cpu_training_is_fp32_without_checkpointing():
 
     args = LoopConfig().trainer_args("out")
     if not torch.cuda.is_available():
-        assert args["bf16"] is False and args["use_cpu"] is True
+        assert args["bf16"] is False and args["fp16"] is False and args["use_cpu"] is True
+    else:  # mixed precision by default on a GPU: bf16 where the device has it, else fp16
+        assert args["bf16"] == torch.cuda.is_bf16_supported() and args["fp16"] != args["bf16"]
     assert args["gradient_checkpointing"] is False
+    assert LoopConfig(precision="fp32").trainer_args("out")["bf16"] is False
+    assert LoopConfig(precision="bf16").trainer_args("out")["bf16"] is True  # CPU autocast, when asked for
+
+
+def test_precision_and_processes_are_checked(monkeypatch):
+    import pytest
+    import torch
+    from llm_train.loop import LoopConfig
+
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        LoopConfig(precision="fp8")
+    with pytest.raises(ValueError, match=r"batch_size \(6\) is the global batch.*num_processes \(4\)"):
+        LoopConfig(batch_size=6, num_processes=4)
+    with pytest.raises(FileNotFoundError, match="nope.yaml: no such accelerate config"):
+        LoopConfig(num_processes=2, accelerate_config="nope.yaml")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+            LoopConfig(precision="fp16").trainer_args("out")
+    monkeypatch.setenv("LLM_LAB_NUM_PROCESSES", "2")
+    assert LoopConfig().num_processes == 2  # `invoke path --processes 2` reaches every stage this way
+    monkeypatch.setenv("LLM_LAB_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="LLM_LAB_NUM_PROCESSES='two'"):
+        LoopConfig()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # inside a 2-process launch each process takes half the batch
+    monkeypatch.delenv("LLM_LAB_NUM_PROCESSES")
+    assert LoopConfig(batch_size=16).trainer_args("out")["per_device_train_batch_size"] == 8
+
+
+def test_resume_skips_a_checkpoint_cut_short(tmp_path):
+    """A SIGKILL while checkpoint-8 is written leaves it without trainer_state.json: resume from checkpoint-4."""
+    from llm_train.loop import LoopConfig
+
+    cfg = LoopConfig(resume=True)
+    cfg.out = str(tmp_path / "m")
+    assert cfg.resume_from() is None
+    for step in (4, 8):
+        (cfg.ckpt_dir / f"checkpoint-{step}").mkdir(parents=True)
+    (cfg.ckpt_dir / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    assert cfg.resume_from() == str(cfg.ckpt_dir / "checkpoint-4")
+    (cfg.ckpt_dir / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    assert cfg.resume_from() == str(cfg.ckpt_dir / "checkpoint-8")

@@ -129,11 +129,44 @@ def test_completion_only_loss_masks_prompt(workspace, base, tmp_path, monkeypatc
     assert 0 < sum(mask) < len(captured["ids"])  # some tokens are prompt, some are answer
 
 
+def test_qlora_merges_into_the_unquantized_base(workspace, base, tmp_path):
+    """The NF4 base is for training; the merged folder is full precision with the adapter's update in it."""
+    from peft import PeftModel
+
+    out = tmp_path / "qlora"
+    assert _sft(workspace, base, out, "qlora", "--lora_r", "4", "--save_merged", "true") == 0
+    assert "quantization_config" not in json.loads((out / "merged" / "config.json").read_text())
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out)
+    x = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.allclose(adapted(x).logits, merged(x).logits, atol=1e-4)
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(base)(x).logits, merged(x).logits)
+
+
+def test_chat_template_without_generation_marks_trains_on_the_reply(workspace, base, tmp_path):
+    """Hub chat templates (TinyLlama's) lack {% generation %}: the conversation becomes a prompt-completion
+    pair and the loss still covers the reply only."""
+    from llm_train.sft import _keep_training_columns
+    from llm_train.loop import load_splits
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    data = load_splits(str(workspace / "synth" / "messages"))
+    assert "messages" in _keep_training_columns(data, tokenizer)["train"].column_names
+    tokenizer.chat_template = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token }}"
+                               "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+    rows = _keep_training_columns(data, tokenizer)["train"]
+    assert rows.column_names == ["prompt", "completion"]
+    first = data["train"][0]["messages"]
+    assert rows[0]["prompt"] == first[:-1] and rows[0]["completion"] == first[-1:]
+
+
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
         (["--method", "dora"], "unknown method 'dora'"),
-        (["--method", "qlora", "--save_merged", "true"], "save_merged"),
+        (["--method", "full", "--save_merged", "true"], "save_merged applies to --method lora or qlora"),
     ],
 )
 def test_bad_flags(workspace, base, tmp_path, capsys, flags, needle):

@@ -1,4 +1,5 @@
-"""What every llm-align trainer shares: policy/data/output fields, checkpoints and `--resume`."""
+"""What every llm-align trainer shares: policy/data/output fields and the RL commands' curve settings
+(checkpoints, `--resume`, precision and processes come from llm-train's `LoopConfig`)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,12 @@ class AlignConfig(LoopConfig):
         },
     )
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (kept in <out>.ckpt until done)."})
-    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in <out>.ckpt."})
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "0: train every weight. > 0: train LoRA adapters of this rank on every linear layer "
+                  "(peft; Hu et al. 2021), which a 1.1B model needs on a 16 GB GPU; the saved folder has them "
+                  "merged in, so later stages load it like any model (reward and dpo only)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -49,22 +55,25 @@ class AlignConfig(LoopConfig):
         if self.max_per_category < 0:
             raise ValueError(f"max_per_category must be >= 0, got {self.max_per_category}")
         self.caps  # noqa: B018 -- a malformed --category_caps fails here, before any model loads
-        for name in ("max_length", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+
+    def peft_config(self, task_type: str):
+        """The LoRA adapters `--lora_r` asks for (None: train every weight); `task_type` CAUSAL_LM or SEQ_CLS
+        (peft then also trains the new score head)."""
+        if not self.lora_r:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=2 * self.lora_r, lora_dropout=0.05,
+                          target_modules="all-linear", task_type=task_type)
 
     @property
     def caps(self) -> dict[str, int]:
         """Pairs to read per category: `category_caps` over `max_per_category` (0 = all)."""
         return parse_caps(self.category_caps, self.max_per_category)
-
-    def checkpoint_args(self) -> dict:
-        """Trainer keywords that keep the last checkpoint, so a killed run continues with --resume."""
-        return dict(save_strategy="steps", save_steps=self.save_steps, save_total_limit=1)
-
-    def resume_from(self) -> bool | None:
-        """What to pass as `trainer.train(resume_from_checkpoint=...)`."""
-        return True if self.resume and any(self.ckpt_dir.glob("checkpoint-*")) else None
 
 
 @dataclass
@@ -98,6 +107,20 @@ class RLConfig(AlignConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.lora_r:
+            raise ValueError("--lora_r applies to reward and dpo; ppo and grpo train every weight")
+
+
+def save_trained(cfg: AlignConfig, trainer, tokenizer) -> bool:
+    """Write the trained model (LoRA adapters merged in) and its tokenizer to `cfg.out`. Every process
+    takes part (see LoopConfig.saving); returns True in the one that writes the outputs."""
+    with cfg.saving() as tmp:
+        if not cfg.lora_r:
+            trainer.save_model(str(tmp))
+        elif cfg.main_process:
+            trainer.model.merge_and_unload().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return cfg.main_process
 
 
 def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Callable[[], object]):

@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
-from llm_train.loop import write_loss_curves
+from llm_train.distributed import relaunch, world_size
+from llm_train.loop import throughput, write_loss_curves
 
-from llm_align.base import AlignConfig
+from llm_align.base import AlignConfig, save_trained
 from llm_align.data import load_pairs, to_dataset
 
 logger = logging.getLogger(__name__)
@@ -76,19 +77,26 @@ class DPOConfig(AlignConfig):
 def _trainer(cfg: DPOConfig, model, tokenizer, train, validation):
     """The trl trainer of `cfg.method`, configured with llm-lab's loop settings."""
     common = dict(**cfg.trainer_args(), **cfg.checkpoint_args(), max_length=cfg.max_length)
-    data = dict(train_dataset=to_dataset(train), eval_dataset=to_dataset(validation), processing_class=tokenizer)
+    if cfg.method in ("orpo", "simpo"):
+        # trl's experimental ORPO/CPO batches keep prompt, chosen and rejected ids apart, with no input_ids
+        # for the Trainer to count: they report no tokens/s (and would warn every step).
+        common["include_num_input_tokens_seen"] = "no"
+    data = dict(train_dataset=to_dataset(train), eval_dataset=to_dataset(validation), processing_class=tokenizer,
+                peft_config=cfg.peft_config("CAUSAL_LM"))
     if cfg.method in ("dpo", "ipo"):
         from trl import DPOConfig as TrlDPOConfig
         from trl import DPOTrainer
 
         loss = ["sigmoid" if cfg.method == "dpo" else "ipo"] + (["sft"] if cfg.sft_weight else [])
         # The frozen reference's log-probs are the same every epoch: one pass before training, not one per step.
+        # Not across processes: trl then writes them next to the dataset's cache files, and our in-memory
+        # datasets keep those in each process's own temporary folder, where the other workers cannot read.
         args = TrlDPOConfig(
             **common,
             beta=cfg.beta,
             loss_type=loss,
             loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
-            precompute_ref_log_probs=True,
+            precompute_ref_log_probs=world_size() == 1,
         )
         return DPOTrainer(model=model, args=args, **data)
     if cfg.method == "simpo":
@@ -114,6 +122,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, set_seed
 
+    if relaunch(cfg, "llm_align.cli", "dpo"):
+        return Path(cfg.out)
     name = require_local_or_hub(cfg.model, "llm-train sft")
     train = load_pairs(cfg.data, "train", caps=cfg.caps)
     validation = load_pairs(cfg.data, "validation")
@@ -125,11 +135,11 @@ def run_dpo(cfg: DPOConfig) -> Path:
     result = trainer.train(resume_from_checkpoint=cfg.resume_from())
     seconds = time.perf_counter() - start
     held_out = trainer.evaluate()  # the validation pairs, tokenized by the trainer as it trains
-    with atomic_dir(cfg.out) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
+    if not save_trained(cfg, trainer, tokenizer):
+        return Path(cfg.out)
     cfg.done()
-    metrics = {"train_seconds": seconds, "train_loss": result.training_loss, "train_pairs": len(train)}
+    metrics = {"train_seconds": seconds, "train_loss": result.training_loss, "train_pairs": len(train),
+               **throughput(trainer, seconds)}
     # The trainers' own diagnostics on the validation pairs: implicit-reward accuracy and margin where
     # the method defines them (batch means, no interval; `llm-eval align` measures the held-out
     # prompts, with intervals, for every policy alike).

@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
+from llm_train.distributed import relaunch
+from llm_train.loop import throughput
 
-from llm_align.base import RLConfig, rl_metrics, tracked_run
+from llm_align.base import RLConfig, rl_metrics, save_trained, tracked_run
 from llm_align.data import over_cap
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,8 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, set_seed
 
+    if relaunch(cfg, "llm_align.cli", "grpo"):
+        return Path(cfg.out)
     name = require_local_or_hub(cfg.model, "llm-train sft")
     train = load_tasks(cfg.data, "train", cfg.categories, cfg.caps)
     tokenizer = load_tokenizer(name)
@@ -133,7 +137,8 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         weights.append(cfg.reward_model_weight)
     # No eval loop: the held-out measures are `llm-eval run` on the saved policy, and the curve.
     common = dict(
-        {**cfg.trainer_args(), "logging_steps": 1, "eval_strategy": "no"},
+        # trl counts the prompt and completion tokens itself; the Trainer's own count looks for input_ids
+        {**cfg.trainer_args(), "logging_steps": 1, "eval_strategy": "no", "include_num_input_tokens_seen": "no"},
         **cfg.checkpoint_args(),
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens,
@@ -159,11 +164,11 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         cfg, trainer, model, reference, tokenizer, lambda: trainer.train(resume_from_checkpoint=cfg.resume_from())
     )
     seconds = time.perf_counter() - start
-    with atomic_dir(cfg.out) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
+    if not save_trained(cfg, trainer, tokenizer):
+        return Path(cfg.out)
     cfg.done()
-    metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step}
+    metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step,
+               **throughput(trainer, seconds)}
     metrics.update(rl_metrics(cfg, trainer.state.log_history, STEP_LOGS, f"{cfg.method}.csv", curve))
     logger.info("%s %s: %s", cfg.method, cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)

@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
+from llm_train.distributed import relaunch, world_size
 
-from llm_align.base import RLConfig, rl_metrics, tracked_run
+from llm_align.base import RLConfig, rl_metrics, save_trained, tracked_run
 from llm_align.data import distinct_prompts
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def run_ppo(cfg: PPOConfig) -> Path:
     from trl.experimental.ppo import PPOConfig as TrlPPOConfig
     from trl.experimental.ppo import PPOTrainer
 
+    if relaunch(cfg, "llm_align.cli", "ppo"):
+        return Path(cfg.out)
     name = require_local_or_hub(cfg.model, "llm-train sft")
     require_local_or_hub(cfg.reward_model, "llm-align reward")
     train = distinct_prompts(cfg.data, "train", cfg.caps)
@@ -90,7 +93,9 @@ def run_ppo(cfg: PPOConfig) -> Path:
     value = AutoModelForSequenceClassification.from_pretrained(cfg.reward_model, num_labels=1, dtype=torch.float32)
     value.config.pad_token_id = tokenizer.pad_token_id
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train) / cfg.batch_size)
-    trainer_args = {**cfg.trainer_args(), "save_strategy": "no", "logging_steps": 1}
+    # trl's PPO loop is its own: it neither checkpoints nor counts tokens through the Trainer
+    trainer_args = {**cfg.trainer_args(), "save_strategy": "no", "logging_steps": 1,
+                    "include_num_input_tokens_seen": "no"}
     args = TrlPPOConfig(
         **trainer_args,
         total_episodes=steps * cfg.batch_size,
@@ -101,7 +106,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
         temperature=cfg.temperature,
         stop_token="eos",
         missing_eos_penalty=cfg.missing_eos_penalty,
-        local_rollout_forward_batch_size=cfg.batch_size,
+        local_rollout_forward_batch_size=cfg.batch_size // world_size(),
         num_sample_generations=0,
     )
     trainer = PPOTrainer(
@@ -117,9 +122,8 @@ def run_ppo(cfg: PPOConfig) -> Path:
     start = time.perf_counter()
     curve = tracked_run(cfg, trainer, policy, reference, tokenizer, trainer.train)
     seconds = time.perf_counter() - start
-    with atomic_dir(cfg.out) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
+    if not save_trained(cfg, trainer, tokenizer):
+        return Path(cfg.out)
     cfg.done()  # PPO keeps no checkpoints, but the Trainer still created its output folder
     metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step}
     metrics.update(rl_metrics(cfg, trainer.state.log_history, STEP_LOGS, "ppo.csv", curve))

@@ -17,13 +17,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, write_metrics
+from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.judge import conversation, conversation_ids, load_reward_model, pairwise_accuracy, reward_scores
 from llm_eval.run import load_tokenizer
 from llm_eval.stats import to_metrics
-from llm_train.loop import write_loss_curves
+from llm_train.distributed import relaunch
+from llm_train.loop import throughput, write_loss_curves
 
-from llm_align.base import AlignConfig
+from llm_align.base import AlignConfig, save_trained
 from llm_align.data import HALVES, load_pairs
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ def run_reward(cfg: RewardConfig) -> Path:
     from trl import RewardConfig as TrlRewardConfig
     from trl import RewardTrainer
 
+    if relaunch(cfg, "llm_align.cli", "reward"):
+        return Path(cfg.out)
     name = require_local_or_hub(cfg.model, "llm-train sft")
     train = load_pairs(cfg.data, "train", cfg.half, cfg.caps)
     validation = load_pairs(cfg.data, "validation", cfg.half)
@@ -116,16 +119,17 @@ def run_reward(cfg: RewardConfig) -> Path:
         train_dataset=_tokenized(tokenizer, train),
         eval_dataset=_tokenized(tokenizer, validation),
         processing_class=tokenizer,
+        peft_config=cfg.peft_config("SEQ_CLS"),
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=cfg.resume_from())
     seconds = time.perf_counter() - start
-    with atomic_dir(cfg.out) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
+    if not save_trained(cfg, trainer, tokenizer):
+        return Path(cfg.out)
     cfg.done()
     metrics = evaluate_pairs(cfg.out, test, cfg.batch_size, cfg.max_length, cfg.seed)
-    metrics.update(train_seconds=seconds, train_loss=result.training_loss, train_pairs=len(train))
+    metrics.update(train_seconds=seconds, train_loss=result.training_loss, train_pairs=len(train),
+                   **throughput(trainer, seconds))
     logger.info("reward model %s: %s", cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)
     write_loss_curves(cfg.plots, trainer.state.log_history)

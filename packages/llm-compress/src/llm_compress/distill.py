@@ -24,14 +24,14 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_model_folder, write_metrics
+from llm_data.io import require_model_folder, write_metrics
+from llm_train.distributed import relaunch
 from llm_train.init import SIZES
-from llm_train.loop import LoopConfig, load_splits, write_loss_curves
+from llm_train.loop import LoopConfig, load_splits, throughput, write_loss_curves
 
 logger = logging.getLogger(__name__)
 METHODS = ("kd", "sft")
@@ -294,6 +294,8 @@ def run_distill(cfg: DistillConfig) -> Path:
     from trl import SFTConfig, SFTTrainer
     from trl.experimental.gkd import GKDConfig
 
+    if relaunch(cfg, "llm_compress.cli", "distill"):
+        return Path(cfg.out)
     tokenizer, teacher = _require_teacher(cfg.teacher)
     data = load_splits(cfg.data)
     if "messages" not in data["train"].column_names:
@@ -309,45 +311,47 @@ def run_distill(cfg: DistillConfig) -> Path:
     logger.info("teacher %s parameters, student %s (%.2fx smaller)", f"{n_teacher:,}", f"{n_student:,}",
                 n_teacher / n_student)
 
-    with tempfile.TemporaryDirectory(prefix="distill-") as work:
-        # Both methods see identical batches (same collator, seed and schedule); only the loss differs.
-        common = dict(
-            **cfg.trainer_args(work),
-            save_strategy="no",
-            max_length=cfg.max_length,
-            remove_unused_columns=False,  # the collator reads the raw `messages`
-            dataset_kwargs={"skip_prepare_dataset": True},
-            loss_type="nll",
+    # Both methods see identical batches (same collator, seed and schedule); only the loss differs.
+    common = dict(
+        **cfg.trainer_args(),
+        **cfg.checkpoint_args(),
+        max_length=cfg.max_length,
+        remove_unused_columns=False,  # the collator reads the raw `messages`
+        dataset_kwargs={"skip_prepare_dataset": True},
+        loss_type="nll",
+    )
+    kd = cfg.method == "kd"
+    collator = ChatCollator(tokenizer, cfg.max_length, prompts=kd)
+    if kd:
+        args = GKDConfig(
+            **common, beta=LOSSES[cfg.loss], lmbda=cfg.on_policy,
+            temperature=1.0,  # on-policy replies are sampled from the student's own distribution
+            max_new_tokens=_max_reply_tokens(tokenizer, data["train"]),
         )
-        kd = cfg.method == "kd"
-        collator = ChatCollator(tokenizer, cfg.max_length, prompts=kd)
-        if kd:
-            args = GKDConfig(
-                **common, beta=LOSSES[cfg.loss], lmbda=cfg.on_policy,
-                temperature=1.0,  # on-policy replies are sampled from the student's own distribution
-                max_new_tokens=_max_reply_tokens(tokenizer, data["train"]),
-            )
-            trainer = _kd_trainer_class()(
-                model=student, teacher_model=teacher, args=args, data_collator=collator,
-                train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer,
-                loss_temperature=cfg.temperature, hard_weight=cfg.hard_weight,
-            )
-        else:
-            trainer = SFTTrainer(
-                model=student, args=SFTConfig(**common), data_collator=collator,
-                train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer,
-            )
-        start = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - start
+        trainer = _kd_trainer_class()(
+            model=student, teacher_model=teacher, args=args, data_collator=collator,
+            train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer,
+            loss_temperature=cfg.temperature, hard_weight=cfg.hard_weight,
+        )
+    else:
+        trainer = SFTTrainer(
+            model=student, args=SFTConfig(**common), data_collator=collator,
+            train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer,
+        )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
+    seconds = time.perf_counter() - start
 
     # Drop the Trainer's autocast wrapper, so eval_loss is the fp32 NLL for both methods and the teacher.
     student = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     student.generation_config = copy.deepcopy(teacher.generation_config)  # eos/pad as the teacher generates
     eval_loss = _nll(student, data["validation"], eval_collator, cfg.batch_size)
-    with atomic_dir(cfg.out) as tmp:
+    with cfg.saving() as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    if not cfg.main_process:
+        return Path(cfg.out)
+    cfg.done()
     metrics = {
         "teacher_parameters": n_teacher,
         "student_parameters": n_student,
@@ -357,6 +361,7 @@ def run_distill(cfg: DistillConfig) -> Path:
         "eval_loss": eval_loss,
         "teacher_eval_loss": teacher_eval_loss,
         "steps": trainer.state.global_step,
+        **throughput(trainer, seconds),
     }
     logger.info("%s student: eval_loss %.4f (teacher %.4f) after %d steps in %.1fs", cfg.method, eval_loss,
                 teacher_eval_loss, metrics["steps"], seconds)

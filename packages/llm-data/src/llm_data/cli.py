@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 import yaml
@@ -47,6 +48,10 @@ def _parse(prog: str, commands: Commands, name: str, argv: list[str]):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file with the same keys as the flags; flags override it")
+    for action in parser._actions:
+        # argparse %-formats help text: a literal "15%" in a field's help would crash --help.
+        if action.help and "%" in action.help:
+            action.help = re.sub(r"%(?!\()", "%%", action.help)
     if known.config:
         with open(known.config) as f:
             values = yaml.safe_load(f) or {}

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, read_jsonl, require_model_folder, weights_mb, write_metrics
+from llm_data.io import read_jsonl, require_model_folder, weights_mb, write_metrics
 
+from llm_train.distributed import relaunch, world_size
 from llm_train.loop import LoopConfig, write_loss_curves
 
 METHODS = ("simcse", "supervised")
@@ -56,7 +57,6 @@ class ContrastiveConfig(LoopConfig):
         default=0.1, metadata={"help": "Dropout set on the encoder for training (SimCSE's augmentation)."}
     )
     max_seq_length: int = field(default=64, metadata={"help": "Tokens kept per sentence."})
-    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in <out>.ckpt."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -111,6 +111,8 @@ def run_contrastive(cfg: ContrastiveConfig) -> Path:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import set_seed
 
+    if relaunch(cfg, "llm_train.cli", "contrastive"):
+        return Path(cfg.out)
     train_rows, validation_rows = read_pairs(cfg.data, "train"), read_pairs(cfg.data, "validation")
     set_seed(cfg.seed)
     model = load_encoder(cfg.model, cfg.dropout, cfg.max_seq_length)
@@ -119,24 +121,25 @@ def run_contrastive(cfg: ContrastiveConfig) -> Path:
     if len(train) < 2:
         raise ValueError(f"{cfg.data}/train.jsonl: in-batch negatives need at least 2 training pairs, got {len(train)}")
     args = SentenceTransformerTrainingArguments(
-        **cfg.trainer_args(),
-        save_strategy="steps",
-        save_steps=cfg.eval_steps,
-        save_total_limit=1,
+        **{**cfg.trainer_args(), "include_num_input_tokens_seen": "no"},  # its batches hold no input_ids
+        **cfg.checkpoint_args(),
         # A sentence twice in one batch would be its own negative; synthetic phrasings repeat words, not rows.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
     )
-    loss = MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
+    # Under DDP each process holds 1/N of the batch: gathering the embeddings keeps batch_size - 1 negatives.
+    loss = MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature,
+                                        gather_across_devices=world_size() > 1)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                                          loss=loss)
-    resume = cfg.resume and any(cfg.ckpt_dir.glob("checkpoint-*"))
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
     seconds = time.perf_counter() - start
     eval_loss = trainer.evaluate()["eval_loss"]
-    with atomic_dir(cfg.out) as tmp:
+    with cfg.saving() as tmp:
         # No generated model card: it records the run's wall-clock times, so the folder would differ per run.
         model.save_pretrained(str(tmp), create_model_card=False)
+    if not cfg.main_process:
+        return Path(cfg.out)
     cfg.done()
     n_params = sum(p.numel() for p in model.parameters())
     write_metrics(cfg.metrics, {

@@ -29,6 +29,8 @@ SIZES = {
     "tiny": (128, 4, 4, 4, 512),
     "small": (256, 6, 8, 4, 1024),
     "base": (512, 8, 8, 4, 1536),
+    # TinyLlama-1.1B's shape (the seed's first real model), for GPU throughput benchmarks: `invoke bench --gpu`
+    "1b": (2048, 22, 32, 4, 5632),
 }
 
 

@@ -1,13 +1,20 @@
-"""What pre-training and SFT share: the training-loop settings, splits loading, and loss curves."""
+"""What every trainer shares: the training-loop settings (schedule, precision, processes, checkpoints),
+splits loading, the finished model's folder, and loss curves."""
 
 from __future__ import annotations
 
 import csv
 import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir
+
+from llm_train.distributed import default_processes, is_main_process, world_size
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -23,6 +30,28 @@ class LoopConfig:
     seed: int = field(default=0, metadata={"help": "Seed of data order, initialisation and dropout."})
     metrics: str = field(default="", metadata={"help": "Write metrics JSON here (reports/metrics/train_<name>.json)."})
     plots: str = field(default="", metadata={"help": "Write loss-curve CSVs (train.csv, eval.csv) into this folder."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto: bf16 mixed precision on a CUDA GPU that has it (else fp16), with TF32 matmuls "
+                  "from Ampere on, and fp32 on CPU; or force fp32, bf16 or fp16 (fp16 needs CUDA)."},
+    )
+    num_processes: int = field(
+        default_factory=default_processes,
+        metadata={"help": "Train in N processes under `accelerate launch` (DDP: gloo on CPU, NCCL on CUDA); "
+                  "batch_size stays the global batch. Default: $LLM_LAB_NUM_PROCESSES or 1."},
+    )
+    accelerate_config: str = field(
+        default="",
+        metadata={"help": "An accelerate config file for the launch, e.g. packages/llm-train/accelerate/"
+                  "fsdp.yaml or deepspeed_zero3.yaml (with --num_processes > 1)."},
+    )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model before training (fuses kernels on a GPU; the first steps "
+                  "pay the compile time)."},
+    )
+    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps (kept in <out>.ckpt)."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in <out>.ckpt."})
 
     def __post_init__(self):
         for name in ("batch_size", "eval_steps"):
@@ -34,28 +63,92 @@ class LoopConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
+        if self.batch_size % self.num_processes:
+            raise ValueError(f"batch_size ({self.batch_size}) is the global batch: it must be a multiple of "
+                             f"num_processes ({self.num_processes})")
+        if self.accelerate_config and not Path(self.accelerate_config).is_file():
+            raise FileNotFoundError(f"{self.accelerate_config}: no such accelerate config file (see "
+                                    "packages/llm-train/accelerate/)")
+        if self.save_steps < 1:
+            raise ValueError(f"save_steps must be >= 1, got {self.save_steps}")
 
     @property
     def ckpt_dir(self) -> Path:
         """Where the Trainer writes while the run lasts (`<out>.ckpt`, beside the command's `out` folder)."""
         return Path(f"{self.out}.ckpt")
 
+    @property
+    def main_process(self) -> bool:
+        """Whether this process writes the outputs (always, unless it is a worker other than rank 0)."""
+        return is_main_process()
+
     def done(self) -> None:
         """Remove the checkpoints of a finished run: they only serve `--resume`, and the model is in `out`."""
-        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        if self.main_process:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+    @contextmanager
+    def saving(self, out: str = ""):
+        """Yield the temp folder a finished model is written into; on success it replaces `out` (default
+        `self.out`). Every process enters, because FSDP and ZeRO-3 gather the sharded weights inside
+        `trainer.save_model`; only the main process's folder is kept, the other workers' are discarded."""
+        if self.main_process:
+            with atomic_dir(out or self.out) as tmp:
+                yield tmp
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="llm-lab-worker-"))
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def checkpoint_args(self) -> dict:
+        """Trainer keywords that keep the last checkpoint, so a killed run continues with --resume."""
+        return dict(save_strategy="steps", save_steps=self.save_steps, save_total_limit=1)
+
+    def resume_from(self) -> str | None:
+        """With --resume, the newest complete checkpoint in `ckpt_dir` (for `trainer.train(resume_from_checkpoint=
+        ...)`), else None. The Trainer writes `trainer_state.json` last, so a checkpoint that a SIGKILL cut
+        short is skipped for the one before it, which the Trainer deletes only after a newer one is whole."""
+        if not self.resume:
+            return None
+        whole = [p for p in self.ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        return str(max(whole, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if whole else None
+
+    def precision_args(self) -> dict:
+        """The Trainer's bf16 / fp16 / tf32 keywords for `precision` on this machine."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if self.precision == "fp16" and not cuda:
+            raise ValueError("precision fp16 needs a CUDA GPU; on CPU use fp32 (the default) or bf16")
+        if self.precision == "auto":
+            # trl's configs default to bf16 autocast and gradient checkpointing even on CPU: on a CPU without
+            # native bf16 SFT ran ~10x slower and bf16 rounding hurt a small model's learning. fp32 on CPU.
+            mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        else:
+            mode = self.precision
+        # TF32 keeps fp32 storage and rounds matmul inputs to 10 mantissa bits (Ampere's tensor cores).
+        tf32 = cuda and mode != "fp32" and torch.cuda.get_device_capability()[0] >= 8
+        return dict(bf16=mode == "bf16", fp16=mode == "fp16", tf32=tf32 or None)
 
     def trainer_args(self, output_dir: str = "") -> dict:
         """The TrainingArguments (or trl config) keywords every llm-lab run uses; the Trainer writes into
         `output_dir`, by default `ckpt_dir`."""
         import torch
 
-        cuda = torch.cuda.is_available()
+        # batch_size is the global batch: each of the N processes takes 1/N of it (DDP averages gradients).
+        per_device = self.batch_size // world_size()
         return dict(
             output_dir=output_dir or str(self.ckpt_dir),
             num_train_epochs=self.epochs,
             max_steps=self.max_steps,
-            per_device_train_batch_size=self.batch_size,
-            per_device_eval_batch_size=self.batch_size,
+            per_device_train_batch_size=per_device,
+            per_device_eval_batch_size=per_device,
             learning_rate=self.learning_rate,
             lr_scheduler_type="cosine",
             warmup_steps=self.warmup_ratio,  # a float < 1 is a fraction of the steps
@@ -64,14 +157,50 @@ class LoopConfig:
             logging_steps=10,
             seed=self.seed,
             data_seed=self.seed,
+            # Count the tokens each step reads (summed over processes) for tokens/s and FLOP/s: `throughput`.
+            include_num_input_tokens_seen="non_padding",
             report_to="none",
-            use_cpu=not cuda,
-            # trl's configs default to bf16 autocast and gradient checkpointing even on CPU: both slow a
-            # small model down (SFT ran ~2x slower) and bf16 rounding hurts its learning. fp32 on CPU.
-            bf16=cuda and torch.cuda.is_bf16_supported(),
+            use_cpu=not torch.cuda.is_available(),
+            **self.precision_args(),
             gradient_checkpointing=False,
+            torch_compile=self.torch_compile,
             dataloader_num_workers=0,
         )
+
+
+# Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets, without sparsity (fp16 where the GPU
+# has no bf16: T4, V100). Checked in this order, so "A100" is not read as "A10".
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12,
+              "T4": 65e12, "V100": 125e12}
+
+
+def peak_flops() -> float | None:
+    """This machine's peak FLOP/s for MFU: a CUDA GPU in `PEAK_FLOPS`, else None (CPUs have no such figure)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
+
+
+def throughput(trainer, seconds: float) -> dict[str, float]:
+    """Tokens/s over the run, model FLOP/s = 6·N·tokens/s (N = every parameter; Kaplan et al. 2020's
+    forward + backward estimate, which leaves out attention's T² term) and, on a GPU with a known peak,
+    MFU = model FLOP/s / peak (PaLM, Chowdhery et al. 2022). Empty where the trainer counted no tokens."""
+    tokens = trainer.state.num_input_tokens_seen
+    if not tokens or seconds <= 0:
+        return {}
+    model = trainer.model
+    # peft's count unpacks 4-bit weights, which numel() counts two to a byte
+    n = model.get_nb_trainable_parameters()[1] if hasattr(model, "get_nb_trainable_parameters") else sum(
+        p.numel() for p in model.parameters())
+    out = {"train_tokens_seen": int(tokens), "tokens_per_second": tokens / seconds,
+           "model_flops_per_second": 6 * n * tokens / seconds}
+    peak = peak_flops()
+    if peak:
+        out["mfu"] = out["model_flops_per_second"] / peak
+    return out
 
 
 def load_splits(folder: str, splits: tuple[str, ...] = ("train", "validation")):

@@ -19,9 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metrics
+from llm_data.io import require_local_or_hub, weights_mb, write_metrics
 
-from llm_train.loop import LoopConfig, load_splits, write_loss_curves
+from llm_train.distributed import relaunch
+from llm_train.loop import LoopConfig, load_splits, throughput, write_loss_curves
 
 logger = logging.getLogger(__name__)
 OBJECTIVES = ("clm", "mlm")
@@ -47,8 +48,6 @@ class PretrainConfig(LoopConfig):
     block_size: int = field(default=128, metadata={"help": "Tokens per packed training block."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate (cosine decay)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps (kept in <out>.ckpt)."})
-    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in <out>.ckpt."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -56,9 +55,8 @@ class PretrainConfig(LoopConfig):
             raise ValueError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        for name in ("block_size", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
 
 
 def _pack(dataset, tokenizer, block_size: int, labels: bool = True):
@@ -109,6 +107,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     from llm_data.tokenizer import load_tokenizer
     from transformers import Trainer, TrainingArguments
 
+    if relaunch(cfg, "llm_train.cli", "pretrain"):
+        return Path(cfg.out)
     model_name = require_local_or_hub(cfg.model, "llm-train init")
     tokenizer = load_tokenizer(model_name)
     model, collator = _model_and_collator(cfg, model_name, tokenizer)
@@ -116,13 +116,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     if len(data["train"]) == 0:
         raise ValueError(f"{cfg.data}: the training text is shorter than one block of {cfg.block_size} tokens")
 
-    args = TrainingArguments(
-        **cfg.trainer_args(),
-        weight_decay=cfg.weight_decay,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=1,
-    )
+    args = TrainingArguments(**cfg.trainer_args(), **cfg.checkpoint_args(), weight_decay=cfg.weight_decay)
     trainer = Trainer(
         model=model,
         args=args,
@@ -130,14 +124,15 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         eval_dataset=data["validation"],
         data_collator=collator,
     )
-    resume = cfg.resume and any(cfg.ckpt_dir.glob("checkpoint-*"))
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
     seconds = time.perf_counter() - start
     eval_loss = trainer.evaluate()["eval_loss"]
-    with atomic_dir(cfg.out) as tmp:
+    with cfg.saving() as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(tmp)
+    if not cfg.main_process:
+        return Path(cfg.out)
     cfg.done()
     n_params = sum(p.numel() for p in model.parameters())
     write_metrics(
@@ -151,6 +146,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
             "trainable_percent": 100.0,
             "size_mb": weights_mb(cfg.out),
             "train_tokens": result.global_step * cfg.batch_size * cfg.block_size,
+            **throughput(trainer, seconds),
         },
     )
     write_loss_curves(cfg.plots, trainer.state.log_history)

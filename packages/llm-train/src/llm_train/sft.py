@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, require_local_or_hub, weights_mb, write_metrics
+from llm_data.io import require_local_or_hub, weights_mb, write_metrics
 
-from llm_train.loop import LoopConfig, load_splits, write_loss_curves
+from llm_train.distributed import relaunch
+from llm_train.loop import LoopConfig, load_splits, throughput, write_loss_curves
 
 logger = logging.getLogger(__name__)
 METHODS = ("full", "lora", "qlora")
@@ -52,15 +54,17 @@ class SFTConfig(LoopConfig):
         default="all-linear", metadata={"help": "Modules that get adapters: 'all-linear' or a comma list."}
     )
     save_merged: bool = field(
-        default=False, metadata={"help": "LoRA only: also write the adapter merged into the base to <out>/merged."}
+        default=False,
+        metadata={"help": "LoRA/QLoRA: also write the adapter merged into the base to <out>/merged (QLoRA's "
+                  "into the unquantized base, as its paper deploys it), a plain folder later stages load."},
     )
 
     def __post_init__(self):
         super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        if self.save_merged and self.method != "lora":
-            raise ValueError("save_merged applies to --method lora (a QLoRA adapter is served on its 4-bit base)")
+        if self.save_merged and self.method == "full":
+            raise ValueError("save_merged applies to --method lora or qlora (full SFT writes a whole model)")
         for name in ("max_length", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -105,13 +109,27 @@ def _peft_config(cfg: SFTConfig, tokenizer):
     )
 
 
-def _keep_training_columns(dataset):
-    """Drop metadata columns (category, answer): trl takes only its standard fields."""
+# trl finds the assistant tokens of a conversation through {% generation %} markers in the chat template.
+GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def _last_reply_as_completion(row: dict) -> dict:
+    *prompt, reply = row["messages"]
+    return {"prompt": prompt, "completion": [reply]}
+
+
+def _keep_training_columns(dataset, tokenizer):
+    """Drop metadata columns (category, answer): trl takes only its standard fields. Conversations for a
+    chat template without {% generation %} markers (most hub models', TinyLlama's too) become
+    conversational prompt-completion rows, whose loss mask trl takes from the completion boundary."""
     cols = dataset["train"].column_names
     keep = {"messages"} if "messages" in cols else {"prompt", "completion"}
     if not keep <= set(cols):
         raise ValueError(f"SFT data needs 'messages' or 'prompt'+'completion' fields, found {cols}")
-    return dataset.remove_columns([c for c in cols if c not in keep])
+    dataset = dataset.remove_columns([c for c in cols if c not in keep])
+    if "messages" in keep and not GENERATION_MARK.search(tokenizer.chat_template or ""):
+        dataset = dataset.map(_last_reply_as_completion, remove_columns=["messages"])
+    return dataset
 
 
 # PEFT keeps these as sets and saves them in set order, which follows Python's per-process string hashing:
@@ -129,15 +147,26 @@ def sort_adapter_modules(folder: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True))  # PEFT's own layout
 
 
+def _merged_unquantized(adapter: Path):
+    """A QLoRA adapter folder merged into its base loaded in full precision: merging into the NF4 weights
+    would round the update away and leave a 4-bit model that later stages cannot train."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    return AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32).merge_and_unload()
+
+
 def run_sft(cfg: SFTConfig) -> Path:
     from llm_data.tokenizer import load_tokenizer
     from transformers import set_seed
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
+    if relaunch(cfg, "llm_train.cli", "sft"):
+        return Path(cfg.out)
     name = require_local_or_hub(cfg.model, "llm-train pretrain")
     tokenizer = load_tokenizer(name)
-    data = _keep_training_columns(load_splits(cfg.data))
+    data = _keep_training_columns(load_splits(cfg.data), tokenizer)
     conversational = "messages" in data["train"].column_names
     model = _load_model(cfg, name)
     # SFTTrainer wraps the model with the LoRA adapters before Trainer seeds the RNG, so the adapters'
@@ -145,7 +174,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     set_seed(cfg.seed)
     args = TrlSFTConfig(
         **cfg.trainer_args(),
-        save_strategy="no",
+        **cfg.checkpoint_args(),
         max_length=cfg.max_length,
         packing=cfg.packing,
         # Completion-only loss: for conversations the loss mask comes from the template's
@@ -165,7 +194,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         peft_config=_peft_config(cfg, tokenizer),
     )
     start = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
     seconds = time.perf_counter() - start
     eval_loss = trainer.evaluate()["eval_loss"]
     model = trainer.model
@@ -173,15 +202,17 @@ def run_sft(cfg: SFTConfig) -> Path:
         trainable = total = sum(p.numel() for p in model.parameters())
     else:
         trainable, total = model.get_nb_trainable_parameters()  # counts 4-bit weights unpacked
-    with atomic_dir(cfg.out) as tmp:
+    with cfg.saving() as tmp:
         trainer.save_model(str(tmp))  # the adapter only, for lora/qlora
         sort_adapter_modules(tmp)
         tokenizer.save_pretrained(tmp)
-        if cfg.save_merged:
-            merged = model.merge_and_unload()
+        if cfg.save_merged and cfg.main_process:
+            merged = model.merge_and_unload() if cfg.method == "lora" else _merged_unquantized(tmp)
             merged.save_pretrained(tmp / "merged")
             tokenizer.save_pretrained(tmp / "merged")
-    cfg.done()  # SFT saves no checkpoints, but the Trainer made the folder
+    if not cfg.main_process:
+        return Path(cfg.out)
+    cfg.done()
     write_metrics(
         cfg.metrics,
         {
@@ -192,6 +223,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             "total_params": total,
             "trainable_percent": 100.0 * trainable / total,
             "size_mb": weights_mb(cfg.out),
+            **throughput(trainer, seconds),
         },
     )
     write_loss_curves(cfg.plots, trainer.state.log_history)
