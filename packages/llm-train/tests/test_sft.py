@@ -129,6 +129,32 @@ def test_completion_only_loss_masks_prompt(workspace, base, tmp_path, monkeypatc
     assert 0 < sum(mask) < len(captured["ids"])  # some tokens are prompt, some are answer
 
 
+def test_qlora_gradients_pass_4bit_layers_after_an_evaluation(workspace, base):
+    """bitsandbytes repacks 4-bit layers for a bf16 inference kernel without backward at their first eval-mode
+    forward on AVX512-BF16 CPUs; QLoRA must keep training through them after the Trainer's evaluations."""
+    from llm_train.sft import SFTConfig, _load_model
+
+    model = _load_model(SFTConfig(method="qlora", model=str(base)), str(base))
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    model.eval()
+    with torch.no_grad():
+        model(ids)  # an evaluation pass first, as eval_steps makes
+    model.train()
+    seen = {}
+    layer = model.model.layers[0].mlp
+
+    def keep_input(module, args, out):
+        seen["x"] = args[0]
+
+    layer.register_forward_hook(keep_input)
+    model.model.embed_tokens.weight.requires_grad_(True)
+    out = model(ids, labels=ids)
+    seen["x"].retain_grad()
+    out.loss.backward()
+    # the MLP's input gets its gradient only back through the 4-bit gate/up/down projections
+    assert seen["x"].grad is not None and seen["x"].grad.abs().sum() > 0
+
+
 def test_qlora_merges_into_the_unquantized_base(workspace, base, tmp_path):
     """The NF4 base is for training; the merged folder is full precision with the adapter's update in it."""
     from peft import PeftModel
