@@ -9,11 +9,14 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from llm_compress.cli import main  # noqa: E402
 from llm_compress.distill import ChatCollator, DistillConfig, build_student, layer_map, run_distill  # noqa: E402
+from llm_train.loop import peak_flops  # noqa: E402
 
 METRIC_KEYS = {
     "teacher_parameters", "student_parameters", "parameter_ratio", "train_seconds", "train_loss", "eval_loss",
     "teacher_eval_loss", "steps",
-}
+    # throughput over the run (llm_train.loop.throughput); mfu only on a GPU with a known peak
+    "train_tokens_seen", "tokens_per_second", "model_flops_per_second",
+} | ({"mfu"} if peak_flops() else set())
 FAST = dict(max_steps=3, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, eval_steps=50, seed=0)
 
 

@@ -173,8 +173,8 @@ def test_qlora_merges_into_the_unquantized_base(workspace, base, tmp_path):
 def test_chat_template_without_generation_marks_trains_on_the_reply(workspace, base, tmp_path):
     """Hub chat templates (TinyLlama's) lack {% generation %}: the conversation becomes a prompt-completion
     pair and the loss still covers the reply only."""
-    from llm_train.sft import _keep_training_columns
     from llm_train.loop import load_splits
+    from llm_train.sft import _keep_training_columns
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
