@@ -66,22 +66,20 @@ REDUCED = {
 }
 
 
-def _reduce(params_file: Path) -> None:
+def _reduce(params_file: Path, overrides: dict = REDUCED) -> None:
+    """Set each (section, ..., key) of `overrides` in a params file; every key must already be there."""
     params = yaml.safe_load(params_file.read_text())
-    for keys, value in REDUCED.items():
+    for keys, value in overrides.items():
         section = params
         for key in keys[:-1]:
             section = section[key]
-        assert keys[-1] in section, f"params.yaml has no {'.'.join(keys)}"
+        assert keys[-1] in section, f"{params_file.name} has no {'.'.join(keys)}"
         section[keys[-1]] = value
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory):
-    """The repository's files as git sees them (no data/, models/, venv), as a fresh git repo, with
-    the reduced-size params."""
-    dst = tmp_path_factory.mktemp("lab") / "llm-lab"
+def _copy_repo(dst: Path) -> None:
+    """The repository's files as git sees them (no data/, models/, venv, committed reports or lock) into `dst`."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -93,6 +91,14 @@ def repo_copy(tmp_path_factory):
         if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dst / rel)
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    """The repository's files as git sees them (no data/, models/, venv), as a fresh git repo, with
+    the reduced-size params."""
+    dst = tmp_path_factory.mktemp("lab") / "llm-lab"
+    _copy_repo(dst)
     _reduce(dst / "params.yaml")
     _run("git init -q && git add -A && git -c user.email=ci@lab -c user.name=ci commit -qm init", dst)
     return dst

@@ -4,14 +4,10 @@ same DVC stages, as a user with a GPU and the hub runs them; only the sizes are 
 
 import json
 import random
-import shutil
-import subprocess
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
-from tests.test_pipeline import _run
+from tests.test_pipeline import _copy_repo, _reduce, _run
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +57,7 @@ def _hh_rows(n: int) -> list[dict]:
 def profile(tmp_path_factory):
     root = tmp_path_factory.mktemp("profile")
     dst = root / "llm-lab"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
+    _copy_repo(dst)
     here = dst / "profiles" / "tinyllama"
     # Public layouts: dolly-15k's one JSONL; hh-rlhf's <subset>/{train,test}.jsonl of chosen/rejected transcripts.
     fixtures = root / "fixtures"
@@ -85,16 +76,9 @@ def profile(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(stand_in)
     tokenizer.chat_template = TINYLLAMA_TEMPLATE
     tokenizer.save_pretrained(stand_in)
-    params = yaml.safe_load((here / "params.yaml").read_text())
-    params["data"]["dolly"]["source"] = str(fixtures / "dolly.jsonl")
-    params["data"]["hh"]["source"] = str(fixtures / "hh")
-    for keys, value in SHRINK.items():
-        section = params
-        for key in keys[:-1]:
-            section = section[key]
-        assert keys[-1] in section, f"profiles/tinyllama/params.yaml has no {'.'.join(keys)}"
-        section[keys[-1]] = value
-    (here / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sources = {("data", "dolly", "source"): str(fixtures / "dolly.jsonl"),
+               ("data", "hh", "source"): str(fixtures / "hh")}
+    _reduce(here / "params.yaml", {**SHRINK, **sources})
     _run("git init -q && git add -A && git -c user.email=ci@lab -c user.name=ci commit -qm init", dst)
     out = _run("invoke profile --name tinyllama", dst)
     return here, out
