@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from pathlib import Path
 
-from llm_data.io import read_jsonl
+from llm_data.io import read_jsonl, split_file
 
 TEXT = (str, list)  # plain text, or a list of {"role", "content"} messages
 HALVES = ("all", "first", "second")
@@ -69,9 +68,7 @@ def load_pairs(folder: str, split: str, half: str = "all", caps: Mapping[str, in
     """Checked preference rows of one split (the `half` of its prompts; at most `caps[category]` per
     category, else `caps['']`, the first in file order, 0 = all; an int caps every category), in
     conversational shape, with `category` kept."""
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (run `llm-data synth` or `llm-data hub` first)")
+    path = split_file(folder, split)
     rows = read_jsonl(path, {"prompt": TEXT, "chosen": TEXT, "rejected": TEXT}, check=_check_pair)
     out, taken = [], {}
     for row in rows:

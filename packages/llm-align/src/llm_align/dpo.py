@@ -76,11 +76,9 @@ class DPOConfig(AlignConfig):
 
 def _trainer(cfg: DPOConfig, model, tokenizer, train, validation):
     """The trl trainer of `cfg.method`, configured with llm-lab's loop settings."""
-    common = dict(**cfg.trainer_args(), **cfg.checkpoint_args(), max_length=cfg.max_length)
-    if cfg.method in ("orpo", "simpo"):
-        # trl's experimental ORPO/CPO batches keep prompt, chosen and rejected ids apart, with no input_ids
-        # for the Trainer to count: they report no tokens/s (and would warn every step).
-        common["include_num_input_tokens_seen"] = "no"
+    # trl's experimental ORPO/CPO batches keep prompt, chosen and rejected ids apart, with no input_ids to count
+    count_tokens = cfg.method not in ("orpo", "simpo")
+    common = dict(**cfg.trainer_args(count_tokens=count_tokens), **cfg.checkpoint_args(), max_length=cfg.max_length)
     data = dict(train_dataset=to_dataset(train), eval_dataset=to_dataset(validation), processing_class=tokenizer,
                 peft_config=cfg.peft_config("CAUSAL_LM"))
     if cfg.method in ("dpo", "ipo"):

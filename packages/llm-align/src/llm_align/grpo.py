@@ -138,7 +138,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     # No eval loop: the held-out measures are `llm-eval run` on the saved policy, and the curve.
     common = dict(
         # trl counts the prompt and completion tokens itself; the Trainer's own count looks for input_ids
-        {**cfg.trainer_args(), "logging_steps": 1, "eval_strategy": "no", "include_num_input_tokens_seen": "no"},
+        {**cfg.trainer_args(count_tokens=False), "logging_steps": 1, "eval_strategy": "no"},
         **cfg.checkpoint_args(),
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens,

@@ -94,8 +94,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
     value.config.pad_token_id = tokenizer.pad_token_id
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train) / cfg.batch_size)
     # trl's PPO loop is its own: it neither checkpoints nor counts tokens through the Trainer
-    trainer_args = {**cfg.trainer_args(), "save_strategy": "no", "logging_steps": 1,
-                    "include_num_input_tokens_seen": "no"}
+    trainer_args = {**cfg.trainer_args(count_tokens=False), "save_strategy": "no", "logging_steps": 1}
     args = TrlPPOConfig(
         **trainer_args,
         total_episodes=steps * cfg.batch_size,

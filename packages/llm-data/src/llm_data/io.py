@@ -50,6 +50,19 @@ def write_dataset(out: str | os.PathLike, splits: Mapping[str, list[dict]], meta
     return Path(out)
 
 
+def split_file(folder: str | os.PathLike, split: str, producer: str = "llm-data synth` or `llm-data hub") -> Path:
+    """`<folder>/<split>.jsonl`, or a one-line error naming the missing folder or file and the command
+    (`producer`) that writes it."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{folder}: no such dataset folder (create it with `{producer}`)")
+    file = path / f"{split}.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file (the dataset folder has no {split!r} split; `{producer}` "
+                                "writes it)")
+    return file
+
+
 def read_jsonl(
     path: str | os.PathLike,
     fields: Mapping[str, type | tuple[type, ...]],

@@ -27,9 +27,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, read_jsonl, require_model_folder, write_jsonl, write_metrics
+from llm_data.io import atomic_dir, read_jsonl, require_model_folder, split_file, write_jsonl, write_metrics
 
-from llm_eval.run import _split_file
 from llm_eval.stats import Estimate, mean_ci, resample_ci, to_metrics
 
 logger = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ def probe(train_x, train_y: list[str], test_x, test_y: list[str], seed: int) -> 
 
 
 def _read(folder: str, split: str, fields: dict) -> list[dict]:
-    return read_jsonl(_split_file(folder, split, "llm-data synth"), fields)
+    return read_jsonl(split_file(folder, split, "llm-data synth"), fields)
 
 
 def run_embed_eval(cfg: EmbedEvalConfig) -> Path:

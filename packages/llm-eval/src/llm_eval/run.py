@@ -49,7 +49,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, read_jsonl, require_local_or_hub, write_jsonl, write_metrics
+from llm_data.io import atomic_dir, read_jsonl, require_local_or_hub, split_file, write_jsonl, write_metrics
 
 from llm_eval.stats import bleu_ci, bootstrap, mean_ci, perplexity_ci, to_metrics
 
@@ -134,19 +134,9 @@ def normalize(text: str) -> str:
     return text[:-1].rstrip() if text.endswith(".") else text
 
 
-def _split_file(folder: str, split: str, producer: str) -> Path:
-    path = Path(folder)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{folder}: no such dataset folder (create it with `{producer}`)")
-    file = path / f"{split}.jsonl"
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file (the dataset folder has no {split!r} split)")
-    return file
-
-
 def load_rows(folder: str, split: str, max_samples: int = 0) -> list[dict]:
     """SFT rows with `prompt` and `answer` (hub data without `answer` falls back to `completion`)."""
-    file = _split_file(folder, split, "llm-data synth` or `llm-data hub")
+    file = split_file(folder, split)
     first = read_jsonl(file, {"prompt": str})[0]
     # The first row fixes the schema; read_jsonl then names the file, line and field of any bad row.
     target = "completion" if "answer" not in first and "completion" in first else "answer"
@@ -161,7 +151,7 @@ def load_rows(folder: str, split: str, max_samples: int = 0) -> list[dict]:
 
 
 def load_texts(folder: str, split: str, max_samples: int = 0) -> list[str]:
-    file = _split_file(folder, split, "llm-data synth")
+    file = split_file(folder, split, "llm-data synth")
     texts = [row["text"] for row in read_jsonl(file, {"text": str})]
     return texts[:max_samples] if max_samples else texts
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import read_jsonl, require_model_folder, weights_mb, write_metrics
+from llm_data.io import read_jsonl, require_model_folder, split_file, weights_mb, write_metrics
 
 from llm_train.distributed import relaunch, world_size
 from llm_train.loop import LoopConfig, write_loss_curves
@@ -72,10 +72,7 @@ class ContrastiveConfig(LoopConfig):
 
 def read_pairs(folder: str, split: str) -> list[dict]:
     """The (anchor, positive) rows of `<folder>/<split>.jsonl`; a row missing a side names file, line, field."""
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing {split} split (run `llm-data synth`, which writes data/synth/pairs)")
-    return read_jsonl(path, {"anchor": str, "positive": str})
+    return read_jsonl(split_file(folder, split, "llm-data synth"), {"anchor": str, "positive": str})
 
 
 def training_pairs(rows: list[dict], method: str) -> dict[str, list[str]]:
@@ -121,7 +118,7 @@ def run_contrastive(cfg: ContrastiveConfig) -> Path:
     if len(train) < 2:
         raise ValueError(f"{cfg.data}/train.jsonl: in-batch negatives need at least 2 training pairs, got {len(train)}")
     args = SentenceTransformerTrainingArguments(
-        **{**cfg.trainer_args(), "include_num_input_tokens_seen": "no"},  # its batches hold no input_ids
+        **cfg.trainer_args(count_tokens=False),  # its batches hold sentences, no input_ids
         **cfg.checkpoint_args(),
         # A sentence twice in one batch would be its own negative; synthetic phrasings repeat words, not rows.
         batch_sampler=BatchSamplers.NO_DUPLICATES,

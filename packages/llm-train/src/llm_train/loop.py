@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir
+from llm_data.io import atomic_dir, split_file
 
 from llm_train.distributed import default_processes, is_main_process, world_size
 
@@ -136,9 +136,10 @@ class LoopConfig:
         tf32 = cuda and mode != "fp32" and torch.cuda.get_device_capability()[0] >= 8
         return dict(bf16=mode == "bf16", fp16=mode == "fp16", tf32=tf32 or None)
 
-    def trainer_args(self, output_dir: str = "") -> dict:
+    def trainer_args(self, output_dir: str = "", count_tokens: bool = True) -> dict:
         """The TrainingArguments (or trl config) keywords every llm-lab run uses; the Trainer writes into
-        `output_dir`, by default `ckpt_dir`."""
+        `output_dir`, by default `ckpt_dir`. `count_tokens=False` where the batches hold no `input_ids` for
+        the Trainer to count (it would warn every step): such runs report no tokens/s."""
         import torch
 
         # batch_size is the global batch: each of the N processes takes 1/N of it (DDP averages gradients).
@@ -158,7 +159,7 @@ class LoopConfig:
             seed=self.seed,
             data_seed=self.seed,
             # Count the tokens each step reads (summed over processes) for tokens/s and FLOP/s: `throughput`.
-            include_num_input_tokens_seen="non_padding",
+            include_num_input_tokens_seen="non_padding" if count_tokens else "no",
             report_to="none",
             use_cpu=not torch.cuda.is_available(),
             **self.precision_args(),
@@ -207,11 +208,7 @@ def load_splits(folder: str, splits: tuple[str, ...] = ("train", "validation")):
     """Load a dataset folder's JSONL splits with `datasets`; a missing file names itself."""
     from datasets import load_dataset
 
-    files = {s: str(Path(folder) / f"{s}.jsonl") for s in splits}
-    for split, f in files.items():
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"{f}: missing {split} split (run `llm-data synth` or `llm-data hub` first)")
-    return load_dataset("json", data_files=files)
+    return load_dataset("json", data_files={s: str(split_file(folder, s)) for s in splits})
 
 
 def write_loss_curves(plots_dir: str, log_history: list[dict]) -> None:

@@ -123,6 +123,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         train_dataset=data["train"],
         eval_dataset=data["validation"],
         data_collator=collator,
+        processing_class=tokenizer,  # its pad id is how the Trainer counts non-padding tokens (blocks have no mask)
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=cfg.resume_from())
