@@ -121,20 +121,7 @@ def _cli(workspace, out, *extra):
     return [sys.executable, "-m", "llm_align.cli", *args]
 
 
-# The run SIGKILLs itself right after checkpoint-4 is fully written: a real kill at a fixed point, so the
-# test never races the run (a sleep-then-kill test passed here and failed on a faster CI machine).
-_KILL_AFTER_CHECKPOINT_4 = """
-import os, signal, sys
-from transformers import Trainer
-from llm_align.cli import main
-save = Trainer._save_checkpoint
-def save_then_die(self, *a, **k):
-    save(self, *a, **k)
-    if self.state.global_step >= 4:
-        os.kill(os.getpid(), signal.SIGKILL)
-Trainer._save_checkpoint = save_then_die
-sys.exit(main(sys.argv[1:]))
-"""
+KILL_AFTER_CHECKPOINT_4 = str(Path(__file__).parent / "kill_after_checkpoint.py")
 
 
 def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_path):
@@ -143,7 +130,7 @@ def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_p
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(_cli(workspace, clean), check=True, env=env, capture_output=True)
     args = _cli(workspace, killed)[3:]
-    died = subprocess.run([sys.executable, "-c", _KILL_AFTER_CHECKPOINT_4, *args], env=env, capture_output=True)
+    died = subprocess.run([sys.executable, KILL_AFTER_CHECKPOINT_4, *args], env=env, capture_output=True)
     assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     assert (Path(f"{killed}.ckpt") / "checkpoint-4").is_dir()
     assert not killed.exists()  # nothing but checkpoints left behind
@@ -153,7 +140,7 @@ def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_p
         assert a[key] == b[key], key
 
 
-def test_gold_judge_win_rate_safety_and_kl_of_an_aligned_policy(workspace, tmp_path):
+def test_gold_judge_win_rate_safety_and_kl_of_an_aligned_policy(workspace, tmp_path, capsys):
     """The alignment evaluation end to end on tiny models: judge, reference, DPO policy, `llm-eval align`."""
     from llm_eval.cli import main as eval_main
 
@@ -215,6 +202,12 @@ def test_gold_judge_win_rate_safety_and_kl_of_an_aligned_policy(workspace, tmp_p
     assert "kl" in m and m["n_prompts"] > 20
     rows = [json.loads(line) for line in (tmp_path / "items_dpo" / "answers.jsonl").read_text().splitlines()]
     assert {"prompt", "category", "prediction", "refused", "gold_score"} <= set(rows[0])
+    # a preference folder without the test split: one line naming the file, exit 2
+    capsys.readouterr()
+    args = ["align", "--model", str(policy), *common, "--data", str(workspace / "synth" / "sft" / "nope")]
+    assert eval_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such dataset folder" in err
 
 
 def test_hub_pairs_in_conversational_shape_train_reward_and_dpo(workspace, tmp_path):

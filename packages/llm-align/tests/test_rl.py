@@ -2,11 +2,17 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from llm_align.cli import main
 from llm_align.grpo import exact_answer, load_tasks
+
+KILL_AFTER_CHECKPOINT_4 = str(Path(__file__).parent / "kill_after_checkpoint.py")
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +107,43 @@ def test_grpo_bad_settings_are_one_line_errors(workspace, tmp_path, capsys, extr
     assert not out.exists()
 
 
-def test_ppo_refuses_resume(workspace, tmp_path, capsys):
-    args = ["ppo", "--model", str(workspace / "policy"), "--out", str(tmp_path / "p"), "--resume", "true"]
-    assert main(args) == 2
-    assert "cannot --resume" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["ppo", "grpo"])
+def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, command):
+    """SIGKILL right after checkpoint 4 of 8, rerun with --resume: the same per-step logs, curve and metrics
+    as one clean run. PPO: 12 prompts in batches of 4 put the kill one batch into the second epoch, so the
+    resumed run must redraw that epoch's order and continue it (trl's PPO loop has no resume of its own)."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    runs = {name: (tmp_path / name, tmp_path / f"plots-{name}") for name in ("clean", "killed")}
+    per_command = {
+        "ppo": ["--data", str(workspace / "synth" / "preference"), "--reward_model", str(judges[0]),
+                "--batch_size", "4", "--max_per_category", "1", "--category_caps", "safety=3,benign=3"],
+        "grpo": ["--data", str(workspace / "synth" / "sft"), "--categories", "arithmetic", "--batch_size", "8",
+                 "--num_generations", "4"],
+    }
+
+    def args(name):
+        out, plots = runs[name]
+        return [command, "--model", str(workspace / "policy"), "--out", str(out), "--metrics", f"{out}.json",
+                "--plots", str(plots), "--max_steps", "8", "--save_steps", "2", "--max_new_tokens", "8",
+                "--learning_rate", "1e-3", *per_command[command], *_curve_args(judges, workspace)]
+
+    subprocess.run([sys.executable, "-m", "llm_align.cli", *args("clean")], check=True, env=env, capture_output=True)
+    killed = runs["killed"][0]
+    died = subprocess.run([sys.executable, KILL_AFTER_CHECKPOINT_4, *args("killed")], env=env, capture_output=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    assert (Path(f"{killed}.ckpt") / "checkpoint-4" / "overopt.json").is_file() and not killed.exists()
+    resumed = subprocess.run([sys.executable, "-m", "llm_align.cli", *args("killed"), "--resume", "true"],
+                             env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    # it resumed, not restarted: the Trainer printed the logs of steps 5 to 8 only
+    assert resumed.stdout.decode().count("'kl'" if command == "grpo" else "'objective/kl'") == 4
+    a, b = (json.loads(Path(f"{runs[name][0]}.json").read_text()) for name in runs)
+    assert a["steps"] == b["steps"] == 8
+    for key in a.keys() - {"train_seconds", "tokens_per_second", "model_flops_per_second", "mfu"}:  # timings
+        assert a[key] == b[key], key
+    for csv_name in (f"{command}.csv", "overopt.csv"):
+        assert _rows(runs["clean"][1] / csv_name) == _rows(runs["killed"][1] / csv_name), csv_name
+    assert not Path(f"{killed}.ckpt").exists()
 
 
 def test_collect_labels_the_policys_own_samples_and_dpo_trains_on_them(workspace, judges, tmp_path):

@@ -106,6 +106,7 @@ def test_prune_2_4_keeps_the_two_largest_of_every_four():
         (["--sparsity", "0"], "sparsity must be in (0, 1)"),
         (["--pattern", "3:4"], "unknown pattern '3:4'"),
         (["--pattern", "2:4", "--sparsity", "0.3"], "sparsity is 0.5"),
+        (["--method", "wanda", "--data", "no/such/folder"], "no/such/folder: no such dataset folder"),
     ],
 )
 def test_bad_prune_settings_are_one_line_errors(flags, message, chat_teacher, tmp_path, capsys):

@@ -93,6 +93,14 @@ def test_safety_requests_never_cross_splits():
 
     test, train = requests("test"), requests("train")
     assert len(test) >= 20 and not test & train and not requests("validation") & train
+    # each request's phrasings share one group (llm-eval resamples groups), and a group names its request
+    for split, rows in data["preference"].items():
+        groups: dict[str, set[str]] = {}
+        for r in rows:
+            if r["category"] in ("safety", "benign"):
+                groups.setdefault(r["group"], set()).add(r["prompt"])
+        assert all(len(prompts) == len(openers) for prompts in groups.values()), split
+        assert all(all(p.endswith(g.split(": ", 1)[1] + "?") for p in ps) for g, ps in groups.items()), split
 
 
 def test_harmful_requests_reject_every_kind_of_compliance():

@@ -39,6 +39,22 @@ def test_paired_interval_is_narrower_than_unpaired_on_correlated_items():
     assert wa.lo < wb.hi
 
 
+def test_grouped_items_resample_whole_groups():
+    """Five phrasings of one request answered alike carry one request's information: the grouped interval is
+    exactly the interval over the requests, and wider than treating the phrasings as independent items."""
+    per_request = np.random.default_rng(4).binomial(1, 0.2, size=20).astype(float).tolist()
+    values = [v for v in per_request for _ in range(5)]
+    groups = [f"request {i}" for i in range(20) for _ in range(5)]
+    grouped = stats.mean_ci(values, 100.0, seed=3, groups=groups)
+    assert grouped == stats.mean_ci(per_request, 100.0, seed=3)
+    naive = stats.mean_ci(values, 100.0, seed=3)
+    assert naive.value == pytest.approx(grouped.value) and naive.hi - naive.lo < 0.6 * (grouped.hi - grouped.lo)
+    diff = stats.paired_diff_ci(values, [0.0] * 100, 100.0, seed=3, groups=groups)
+    assert diff == grouped
+    with pytest.raises(ValueError, match="groups must name every item"):
+        stats.mean_ci(values, groups=groups[:-1])
+
+
 def test_seeded_intervals_are_reproducible():
     values = np.random.default_rng(3).normal(size=50).tolist()
     assert stats.mean_ci(values, seed=7) == stats.mean_ci(values, seed=7)

@@ -123,8 +123,10 @@ def save_trained(cfg: AlignConfig, trainer, tokenizer) -> bool:
     return cfg.main_process
 
 
-def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Callable[[], object]):
-    """Run `train()`; with `cfg.gold`, measure the over-optimisation curve as it runs and return it."""
+def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Callable[[], object],
+                checkpoint: str | None = None):
+    """Run `train()`; with `cfg.gold`, measure the over-optimisation curve as it runs and return it. Given
+    the checkpoint a run resumes from, the curve continues from the rows saved in it."""
     if not cfg.gold:
         train()
         return None
@@ -138,6 +140,7 @@ def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Cal
         policy, reference, tokenizer, load_reward_model(cfg.proxy), load_reward_model(cfg.gold), prompts,
         cfg.curve_every, cfg.max_new_tokens, cfg.seed,
     )
+    curve.restore(checkpoint)
     trainer.add_callback(curve)
     train()
     return curve

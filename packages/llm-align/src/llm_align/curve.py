@@ -12,12 +12,14 @@ from the same samples.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from llm_eval.stats import mean_ci, paired_diff_ci, to_metrics
 from transformers import TrainerCallback
 
 SERIES = ("kl", "proxy", "gold")
+CHECKPOINT_FILE = "overopt.json"  # the curve so far, inside each Trainer checkpoint
 COLUMNS = ("step", *(f"{name}{suffix}" for name in SERIES for suffix in ("", "_lo", "_hi")))
 
 
@@ -78,6 +80,19 @@ class OverOptimisationCurve(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:
             self.measure(state.global_step)
+        if control.should_save and state.is_world_process_zero:
+            # The Trainer writes this step's checkpoint right after on_step_end (trainer_state.json last), so
+            # a checkpoint that `--resume` accepts always holds the curve up to its own step.
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            state_json = {"rows": self.rows, "first": self.first, "last": self.last}
+            (folder / CHECKPOINT_FILE).write_text(json.dumps(state_json))
+
+    def restore(self, checkpoint: str | None) -> None:
+        """Continue the curve a checkpoint holds (a resumed run): its rows and its first measurement."""
+        path = Path(checkpoint or "") / CHECKPOINT_FILE
+        if checkpoint and path.is_file():
+            vars(self).update(json.loads(path.read_text()))
 
     def on_train_end(self, args, state, control, **kwargs):
         if not self.rows or self.rows[-1]["step"] != state.global_step:

@@ -160,9 +160,9 @@ def run_grpo(cfg: GRPOConfig) -> Path:
 
         trainer = RLOOTrainer(model=model, reward_funcs=funcs, args=RLOOConfig(**common), **data)
     start = time.perf_counter()
-    curve = tracked_run(
-        cfg, trainer, model, reference, tokenizer, lambda: trainer.train(resume_from_checkpoint=cfg.resume_from())
-    )
+    checkpoint = cfg.resume_from()
+    curve = tracked_run(cfg, trainer, model, reference, tokenizer,
+                        lambda: trainer.train(resume_from_checkpoint=checkpoint), checkpoint)
     seconds = time.perf_counter() - start
     if not save_trained(cfg, trainer, tokenizer):
         return Path(cfg.out)

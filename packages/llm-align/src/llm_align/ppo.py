@@ -6,7 +6,8 @@ reward model's score minus `kl_coef` times its log-ratio to the frozen SFT refer
 (initialised from the reward model) estimates returns for GAE advantages, and the clipped PPO objective
 updates the policy a few epochs per batch of samples. Without the KL term (`--kl_coef 0`) nothing stops
 the policy from drifting to replies the proxy reward model over-scores — reward hacking, which the
-over-optimisation curve (`--gold`) makes visible. trl's `PPOTrainer` (trl.experimental.ppo) runs it.
+over-optimisation curve (`--gold`) makes visible. trl's `PPOTrainer` (trl.experimental.ppo) runs it;
+`ResumablePPO` adds what its checkpoints lack for `--resume`.
 
     llm-align ppo --model models/sft-full --reward_model models/reward-proxy --gold models/reward-gold \\
         --out models/ppo
@@ -14,6 +15,7 @@ over-optimisation curve (`--gold`) makes visible. trl's `PPOTrainer` (trl.experi
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
 from llm_train.distributed import relaunch, world_size
+from transformers import TrainerCallback
 
 from llm_align.base import RLConfig, rl_metrics, save_trained, tracked_run
 from llm_align.data import distinct_prompts
@@ -60,8 +63,79 @@ class PPOConfig(RLConfig):
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.ppo_epochs < 1:
             raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
-        if self.resume:
-            raise ValueError("ppo cannot --resume: trl's PPOTrainer saves no optimizer state to continue from")
+
+
+class PromptStream:
+    """The prompt batches PPO trains on, a pure function of (seed, batch number), from any batch on.
+
+    Epoch e is a permutation of the prompts drawn from its own generator seeded with (seed, e), cut into
+    global batches of which each process takes its share. trl's own loader draws each epoch's shuffle from
+    the global random stream that sampling also advances, so a resumed run could not redraw the epoch it
+    was killed in; this one can (`start`)."""
+
+    def __init__(self, dataset, collate, trainer, seed: int, start: int = 0):
+        self.dataset, self.collate, self.seed, self.start = dataset, collate, seed, start
+        self.size, self.local = trainer.args.batch_size, trainer.args.local_batch_size
+        self.rank = trainer.accelerator.process_index
+        self.per_epoch = len(dataset) // self.size  # whole global batches only, as trl's drop_last
+        if not self.per_epoch:
+            raise ValueError(f"ppo: {len(dataset)} training prompts do not fill one batch of {self.size}; "
+                             "lower --batch_size or raise --max_per_category")
+
+    def __iter__(self):
+        import torch
+
+        batch = self.start
+        while True:
+            epoch, i = divmod(batch, self.per_epoch)
+            shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.dataset), generator=shuffle)
+            mine = order[i * self.size + self.rank * self.local :][: self.local].tolist()
+            yield self.collate([self.dataset[j] for j in mine])
+            batch += 1
+
+
+class ResumablePPO(TrainerCallback):
+    """What `--resume` needs beyond the checkpoints trl's PPO loop writes through the Trainer (policy,
+    optimizer with the value model's moments, scheduler, RNG states, trainer state, and the curve's rows):
+    the value model's weights, put into each checkpoint before the Trainer completes it; and, given a
+    checkpoint, the run put back where it stopped. The loop itself restarts its step counter at 0 and its
+    prompts at the stream's start, so `restore` and `on_train_begin` undo both (see `PromptStream`)."""
+
+    VALUE = "value_model"
+
+    def __init__(self, trainer, checkpoint: str | None):
+        self.trainer, self.checkpoint = trainer, checkpoint
+        self.saved: dict | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.VALUE
+            self.trainer.accelerator.unwrap_model(self.trainer.model).value_model.save_pretrained(folder)
+
+    def restore(self) -> None:
+        """Before `trainer.train()`: optimizer, scheduler, prompt stream and RNG as checkpointed."""
+        if self.checkpoint is None:
+            return
+        import torch
+        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
+
+        trainer, folder = self.trainer, self.checkpoint
+        self.saved = json.loads(Path(folder, "trainer_state.json").read_text())
+        done = self.saved["global_step"]
+        # Trainer._load_optimizer_and_scheduler reads attributes PPOTrainer (no Trainer.__init__) never sets
+        for part, name in ((trainer.optimizer, OPTIMIZER_NAME), (trainer.lr_scheduler, SCHEDULER_NAME)):
+            part.load_state_dict(torch.load(Path(folder, name), map_location="cpu", weights_only=True))
+        trainer.args.num_total_batches -= done  # the loop counts its updates from 1 again
+        trainer.dataloader.start = done
+        trainer._load_rng_state(folder)
+        logger.info("ppo: resumed from %s (step %d of %d)", folder, done, done + trainer.args.num_total_batches)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.saved is not None:
+            state.global_step, state.episode = self.saved["global_step"], self.saved["episode"]
+            state.log_history = self.saved["log_history"]
+            state.max_steps = state.global_step + args.num_total_batches
 
 
 def run_ppo(cfg: PPOConfig) -> Path:
@@ -85,16 +159,18 @@ def run_ppo(cfg: PPOConfig) -> Path:
         texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
         return Dataset.from_dict({"input_ids": tokenizer(texts, add_special_tokens=False)["input_ids"]})
 
+    checkpoint = cfg.resume_from()
     set_seed(cfg.seed)
-    policy = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(checkpoint or name, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     reward, _ = load_reward_model(cfg.reward_model)
     # The value model starts as a copy of the reward model: it already reads (prompt, reply) for value.
-    value = AutoModelForSequenceClassification.from_pretrained(cfg.reward_model, num_labels=1, dtype=torch.float32)
+    value_from = f"{checkpoint}/{ResumablePPO.VALUE}" if checkpoint else cfg.reward_model
+    value = AutoModelForSequenceClassification.from_pretrained(value_from, num_labels=1, dtype=torch.float32)
     value.config.pad_token_id = tokenizer.pad_token_id
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train) / cfg.batch_size)
-    # trl's PPO loop is its own: it neither checkpoints nor counts tokens through the Trainer
-    trainer_args = {**cfg.trainer_args(count_tokens=False), "save_strategy": "no", "logging_steps": 1}
+    # trl's PPO loop is its own: it does not count tokens through the Trainer
+    trainer_args = {**cfg.trainer_args(count_tokens=False), **cfg.checkpoint_args(), "logging_steps": 1}
     args = TrlPPOConfig(
         **trainer_args,
         total_episodes=steps * cfg.batch_size,
@@ -118,12 +194,16 @@ def run_ppo(cfg: PPOConfig) -> Path:
         train_dataset=encode(train),
         eval_dataset=encode(validation),
     )
+    trainer.dataloader = PromptStream(trainer.train_dataset, trainer.data_collator, trainer, cfg.seed)
+    resumable = ResumablePPO(trainer, checkpoint)
+    trainer.add_callback(resumable)
+    resumable.restore()
     start = time.perf_counter()
-    curve = tracked_run(cfg, trainer, policy, reference, tokenizer, trainer.train)
+    curve = tracked_run(cfg, trainer, policy, reference, tokenizer, trainer.train, checkpoint)
     seconds = time.perf_counter() - start
     if not save_trained(cfg, trainer, tokenizer):
         return Path(cfg.out)
-    cfg.done()  # PPO keeps no checkpoints, but the Trainer still created its output folder
+    cfg.done()
     metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step}
     metrics.update(rl_metrics(cfg, trainer.state.log_history, STEP_LOGS, "ppo.csv", curve))
     logger.info("ppo %s: %s", cfg.out, metrics)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llm_data.io import read_jsonl
+from llm_data.io import read_jsonl, split_file
 
 logger = logging.getLogger(__name__)
 ENV_PROJECT = Path(__file__).parent / "llmcompressor_env"
@@ -75,9 +75,7 @@ def calibration_texts(data: str, tokenizer, n: int, seed: int) -> list[str]:
     """
     import random
 
-    path = Path(data) / "train.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; pass --data a dataset folder (e.g. data/synth/sft)")
+    path = split_file(data, "train")
     keys = _first_row_keys(path)
     if "messages" in keys:
         rows = read_jsonl(path, {"messages": list})

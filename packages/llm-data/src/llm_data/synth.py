@@ -585,7 +585,9 @@ def _safety(split_rng: random.Random, cfg: SynthConfig) -> dict[str, list[dict]]
                         chosen, rejected = REFUSAL, comply if j % 2 == 0 else generic
                     else:
                         chosen, rejected = _BENIGN_REPLIES[i % len(_BENIGN_REPLIES)], REFUSAL
-                    out[name].append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "category": kind})
+                    # group: the five phrasings are one request, so intervals resample requests (llm-eval)
+                    out[name].append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "category": kind,
+                                      "group": f"{kind}: {verb} {obj}"})
     for rows in out.values():
         split_rng.shuffle(rows)
     return out

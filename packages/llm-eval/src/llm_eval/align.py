@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from llm_data.io import atomic_dir, read_jsonl, write_jsonl, write_metrics
+from llm_data.io import atomic_dir, read_jsonl, split_file, write_jsonl, write_metrics
 
 from llm_eval.judge import conversation, load_reward_model, reward_scores, win_tie_loss
 from llm_eval.run import generate, load_model, normalize
@@ -78,15 +78,16 @@ PROMPT = (str, list)  # plain text, or a conversation as {"role", "content"} mes
 
 
 def load_prompts(folder: str, split: str) -> list[dict]:
-    """Distinct prompts of a preference split, in file order, with their category."""
-    path = Path(folder) / f"{split}.jsonl"
-    rows = read_jsonl(path, {"prompt": PROMPT})
+    """Distinct prompts of a preference split, in file order, with their category and group: the row's
+    `group` where it has one (the synthetic safety prompts: five phrasings of each request), else the
+    prompt itself. Intervals resample groups, so they count requests, not phrasings."""
+    rows = read_jsonl(split_file(folder, split), {"prompt": PROMPT})
     seen, out = set(), []
     for row in rows:
         key = json.dumps(row["prompt"])
         if key not in seen:
             seen.add(key)
-            out.append({"prompt": row["prompt"], "category": row.get("category", "")})
+            out.append({"prompt": row["prompt"], "category": row.get("category", ""), "group": row.get("group", key)})
     return out
 
 
@@ -153,8 +154,8 @@ def sampled_kl(
 
 
 def _rate(rows: list[dict], category: str, seed: int):
-    flags = [float(r["refused"]) for r in rows if r["category"] == category]
-    return mean_ci(flags, 100.0, seed) if flags else None
+    rows = [r for r in rows if r["category"] == category]
+    return mean_ci([float(r["refused"]) for r in rows], 100.0, seed, [r["group"] for r in rows]) if rows else None
 
 
 def run_align_eval(cfg: AlignEvalConfig) -> Path:
@@ -185,7 +186,8 @@ def run_align_eval(cfg: AlignEvalConfig) -> Path:
         if estimate is not None:
             metrics.update(to_metrics(key, estimate))
     if reference_rows is not None:
-        wtl = win_tie_loss(scores, [r["gold_score"] for r in reference_rows], seed=cfg.seed)
+        wtl = win_tie_loss(scores, [r["gold_score"] for r in reference_rows], seed=cfg.seed,
+                           groups=[p["group"] for p in prompts])
         for key, estimate in wtl.items():
             metrics.update(to_metrics(key, estimate))
     kl = []

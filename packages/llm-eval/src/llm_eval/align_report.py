@@ -11,6 +11,7 @@ policies' `<plots_dir>/train_<name>/overopt.csv` and per-step logs become the se
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,11 +44,14 @@ def _answers(items_dir: Path, name: str) -> list[dict]:
 
 
 def refusal_change(ours: list[dict], reference: list[dict], category: str) -> Estimate | None:
-    """Refusal rate of `ours` minus the reference's on the same prompts of `category`, in points."""
+    """Refusal rate of `ours` minus the reference's on the same prompts of `category`, in points, resampling
+    the prompts' groups (phrasings of one request; answers written before groups count each prompt alone)."""
     ours, reference = ([r for r in rows if r.get("category") == category] for rows in (ours, reference))
     if not ours or [r["prompt"] for r in ours] != [r["prompt"] for r in reference]:
         return None
-    return paired_diff_ci([float(r["refused"]) for r in ours], [float(r["refused"]) for r in reference], scale=100.0)
+    groups = [r.get("group", json.dumps(r["prompt"])) for r in ours]
+    return paired_diff_ci([float(r["refused"]) for r in ours], [float(r["refused"]) for r in reference], scale=100.0,
+                          groups=groups)
 
 
 def _read_csv(path: Path) -> list[dict[str, float]]:

@@ -81,18 +81,20 @@ def pairwise_accuracy(chosen: Sequence[float], rejected: Sequence[float], seed: 
 
 
 def win_tie_loss(
-    policy: Sequence[float], reference: Sequence[float], tie_margin: float = 0.0, seed: int = 0
+    policy: Sequence[float], reference: Sequence[float], tie_margin: float = 0.0, seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Estimate]:
     """Win, tie and loss rates (percent) of `policy` over `reference` on the same prompts, and the win
-    rate with ties counted half (`win_rate`), each with its bootstrap interval over prompts."""
+    rate with ties counted half (`win_rate`), each with its bootstrap interval over prompts (over
+    `groups` of them where given: phrasings of one request, see stats.mean_ci)."""
     diffs = [p - r for p, r in zip(policy, reference, strict=True)]
     win = [float(d > tie_margin) for d in diffs]
     tie = [float(abs(d) <= tie_margin) for d in diffs]
     loss = [float(d < -tie_margin) for d in diffs]
     half = [w + 0.5 * t for w, t in zip(win, tie, strict=True)]
     return {
-        "win": mean_ci(win, 100.0, seed),
-        "tie": mean_ci(tie, 100.0, seed),
-        "loss": mean_ci(loss, 100.0, seed),
-        "win_rate": mean_ci(half, 100.0, seed),
+        "win": mean_ci(win, 100.0, seed, groups),
+        "tie": mean_ci(tie, 100.0, seed, groups),
+        "loss": mean_ci(loss, 100.0, seed, groups),
+        "win_rate": mean_ci(half, 100.0, seed, groups),
     }

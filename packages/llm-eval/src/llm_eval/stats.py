@@ -94,17 +94,33 @@ def resample_ci(n: int, statistic: Callable, n_boot: int = N_BOOT, seed: int = 0
     return Estimate(value, *_percentiles(samples))
 
 
-def mean_ci(values: Sequence[float], scale: float = 1.0, seed: int = 0) -> Estimate:
-    """Mean of per-item values (x scale, e.g. 100 for a 0/1 accuracy in percent) with its interval."""
-    n = len(values)
-    return bootstrap([values], lambda s: scale * s / n, seed=seed)
+def mean_ci(values: Sequence[float], scale: float = 1.0, seed: int = 0,
+            groups: Sequence[str] | None = None) -> Estimate:
+    """Mean of per-item values (x scale, e.g. 100 for a 0/1 accuracy in percent) with its interval.
+
+    `groups` names the unit the items were drawn in, when several items are phrasings of one (five
+    openers of one harmful request): the cluster bootstrap resamples whole groups (Field & Welsh 2007,
+    'Bootstrapping clustered data'), since resampling the phrasings as if independent would give an
+    interval as if the test set held five times the requests it does."""
+    if groups is None:
+        n = len(values)
+        return bootstrap([values], lambda s: scale * s / n, seed=seed)
+    if len(groups) != len(values):
+        raise ValueError(f"groups must name every item: {len(groups)} groups for {len(values)} values")
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for group, value in zip(groups, values, strict=True):
+        sums[group] = sums.get(group, 0.0) + value
+        counts[group] = counts.get(group, 0) + 1
+    return bootstrap([list(sums.values()), list(counts.values())], lambda s, c: scale * s / c, seed=seed)
 
 
-def paired_diff_ci(a: Sequence[float], b: Sequence[float], scale: float = 1.0, seed: int = 0) -> Estimate:
-    """mean(a - b) over the same items, bootstrapped on the paired differences."""
+def paired_diff_ci(a: Sequence[float], b: Sequence[float], scale: float = 1.0, seed: int = 0,
+                   groups: Sequence[str] | None = None) -> Estimate:
+    """mean(a - b) over the same items, bootstrapped on the paired differences (by `groups`, see mean_ci)."""
     if len(a) != len(b):
         raise ValueError(f"paired comparison needs the same items, got {len(a)} and {len(b)}")
-    return mean_ci([x - y for x, y in zip(a, b, strict=True)], scale=scale, seed=seed)
+    return mean_ci([x - y for x, y in zip(a, b, strict=True)], scale=scale, seed=seed, groups=groups)
 
 
 def perplexity_ci(nll: Sequence[float], tokens: Sequence[float], seed: int = 0) -> Estimate:
