@@ -107,11 +107,12 @@ def test_grpo_bad_settings_are_one_line_errors(workspace, tmp_path, capsys, extr
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["ppo", "grpo"])
-def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, command):
+@pytest.mark.parametrize(("command", "processes"), [("ppo", 1), ("ppo", 2), ("grpo", 1)])
+def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, command, processes):
     """SIGKILL right after checkpoint 4 of 8, rerun with --resume: the same per-step logs, curve and metrics
     as one clean run. PPO: 12 prompts in batches of 4 put the kill one batch into the second epoch, so the
-    resumed run must redraw that epoch's order and continue it (trl's PPO loop has no resume of its own)."""
+    resumed run must redraw that epoch's order and continue it (trl's PPO loop has no resume of its own);
+    with 2 processes (DDP over gloo) every worker is killed and each one's share of the batch resumes."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
     runs = {name: (tmp_path / name, tmp_path / f"plots-{name}") for name in ("clean", "killed")}
     per_command = {
@@ -125,12 +126,22 @@ def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, t
         out, plots = runs[name]
         return [command, "--model", str(workspace / "policy"), "--out", str(out), "--metrics", f"{out}.json",
                 "--plots", str(plots), "--max_steps", "8", "--save_steps", "2", "--max_new_tokens", "8",
-                "--learning_rate", "1e-3", *per_command[command], *_curve_args(judges, workspace)]
+                "--learning_rate", "1e-3", "--num_processes", str(processes), *per_command[command],
+                *_curve_args(judges, workspace)]
 
     subprocess.run([sys.executable, "-m", "llm_align.cli", *args("clean")], check=True, env=env, capture_output=True)
     killed = runs["killed"][0]
-    died = subprocess.run([sys.executable, KILL_AFTER_CHECKPOINT_4, *args("killed")], env=env, capture_output=True)
-    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    if processes == 1:
+        died = subprocess.run([sys.executable, KILL_AFTER_CHECKPOINT_4, *args("killed")], env=env, capture_output=True)
+        assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    else:  # the workers are fresh interpreters: arm the kill in each through sitecustomize
+        hook = tmp_path / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(Path(KILL_AFTER_CHECKPOINT_4).read_text())
+        path = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+        died = subprocess.run([sys.executable, "-m", "llm_align.cli", *args("killed")], capture_output=True,
+                              env={**env, "PYTHONPATH": path})
+        assert died.returncode != 0 and (Path(f"{killed}.ckpt") / "checkpoint-4" / "rng_state_1.pth").is_file()
     assert (Path(f"{killed}.ckpt") / "checkpoint-4" / "overopt.json").is_file() and not killed.exists()
     resumed = subprocess.run([sys.executable, "-m", "llm_align.cli", *args("killed"), "--resume", "true"],
                              env=env, capture_output=True)
@@ -144,6 +155,10 @@ def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, t
     for csv_name in (f"{command}.csv", "overopt.csv"):
         assert _rows(runs["clean"][1] / csv_name) == _rows(runs["killed"][1] / csv_name), csv_name
     assert not Path(f"{killed}.ckpt").exists()
+    if processes == 2:  # what the workers saved is the policy alone, a causal LM (not trl's policy+value wrapper)
+        from transformers import AutoModelForCausalLM
+
+        assert AutoModelForCausalLM.from_pretrained(killed).config.model_type == "llama"
 
 
 def test_collect_labels_the_policys_own_samples_and_dpo_trains_on_them(workspace, judges, tmp_path):

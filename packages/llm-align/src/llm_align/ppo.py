@@ -138,13 +138,38 @@ class ResumablePPO(TrainerCallback):
             state.max_steps = state.global_step + args.num_total_batches
 
 
+def ppo_trainer_class():
+    """trl's PPOTrainer, able to save under DDP. Its `save_model` keeps only the policy by reading `policy`
+    off `self.model`, and its checkpoint's model card reads `config` there; under DDP `self.model` is the
+    DistributedDataParallel wrapper, which has neither, so both run on the unwrapped model. And the worker
+    ranks' `Trainer._save` reads an attribute only `Trainer.__init__` sets, which PPOTrainer never calls."""
+    from trl.experimental.ppo import PPOTrainer
+
+    class UnwrappedSavePPOTrainer(PPOTrainer):
+        is_distributed_loading_by_transformers = False  # the models are loaded whole in every process
+
+        def _unwrapped(self, save, *args, **kwargs):
+            wrapped, self.model = self.model, self.accelerator.unwrap_model(self.model)
+            try:
+                return save(*args, **kwargs)
+            finally:
+                self.model = wrapped
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            return self._unwrapped(super().save_model, output_dir, _internal_call)
+
+        def _save_checkpoint(self, model, trial):
+            return self._unwrapped(super()._save_checkpoint, model, trial)
+
+    return UnwrappedSavePPOTrainer
+
+
 def run_ppo(cfg: PPOConfig) -> Path:
     import torch
     from datasets import Dataset
     from llm_eval.judge import load_reward_model
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
     from trl.experimental.ppo import PPOConfig as TrlPPOConfig
-    from trl.experimental.ppo import PPOTrainer
 
     if relaunch(cfg, "llm_align.cli", "ppo"):
         return Path(cfg.out)
@@ -184,7 +209,7 @@ def run_ppo(cfg: PPOConfig) -> Path:
         local_rollout_forward_batch_size=cfg.batch_size // world_size(),
         num_sample_generations=0,
     )
-    trainer = PPOTrainer(
+    trainer = ppo_trainer_class()(
         args=args,
         processing_class=tokenizer,
         model=policy,
