@@ -121,16 +121,13 @@ def _cli(workspace, out, *extra):
     return [sys.executable, "-m", "llm_align.cli", *args]
 
 
-KILL_AFTER_CHECKPOINT_4 = str(Path(__file__).parent / "kill_after_checkpoint.py")
-
-
-def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_path):
+def test_reward_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_path, kill_after_checkpoint):
     """SIGKILL after a checkpoint, rerun with --resume: the same final metrics as one clean run."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(_cli(workspace, clean), check=True, env=env, capture_output=True)
     args = _cli(workspace, killed)[3:]
-    died = subprocess.run([sys.executable, KILL_AFTER_CHECKPOINT_4, *args], env=env, capture_output=True)
+    died = subprocess.run([sys.executable, kill_after_checkpoint, *args], env=env, capture_output=True)
     assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     assert (Path(f"{killed}.ckpt") / "checkpoint-4").is_dir()
     assert not killed.exists()  # nothing but checkpoints left behind

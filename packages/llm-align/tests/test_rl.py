@@ -12,8 +12,6 @@ import pytest
 from llm_align.cli import main
 from llm_align.grpo import exact_answer, load_tasks
 
-KILL_AFTER_CHECKPOINT_4 = str(Path(__file__).parent / "kill_after_checkpoint.py")
-
 
 @pytest.fixture(scope="module")
 def judges(workspace, tmp_path_factory):
@@ -108,7 +106,8 @@ def test_grpo_bad_settings_are_one_line_errors(workspace, tmp_path, capsys, extr
 
 
 @pytest.mark.parametrize(("command", "processes"), [("ppo", 1), ("ppo", 2), ("grpo", 1)])
-def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, command, processes):
+def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, command, processes,
+                                                             kill_after_checkpoint):
     """SIGKILL right after checkpoint 4 of 8, rerun with --resume: the same per-step logs, curve and metrics
     as one clean run. PPO: 12 prompts in batches of 4 put the kill one batch into the second epoch, so the
     resumed run must redraw that epoch's order and continue it (trl's PPO loop has no resume of its own);
@@ -132,12 +131,12 @@ def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, t
     subprocess.run([sys.executable, "-m", "llm_align.cli", *args("clean")], check=True, env=env, capture_output=True)
     killed = runs["killed"][0]
     if processes == 1:
-        died = subprocess.run([sys.executable, KILL_AFTER_CHECKPOINT_4, *args("killed")], env=env, capture_output=True)
+        died = subprocess.run([sys.executable, kill_after_checkpoint, *args("killed")], env=env, capture_output=True)
         assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     else:  # the workers are fresh interpreters: arm the kill in each through sitecustomize
         hook = tmp_path / "hook"
         hook.mkdir()
-        (hook / "sitecustomize.py").write_text(Path(KILL_AFTER_CHECKPOINT_4).read_text())
+        (hook / "sitecustomize.py").write_text(Path(kill_after_checkpoint).read_text())
         path = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
         died = subprocess.run([sys.executable, "-m", "llm_align.cli", *args("killed")], capture_output=True,
                               env={**env, "PYTHONPATH": path})
