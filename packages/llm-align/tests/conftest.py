@@ -1,7 +1,6 @@
 """A small synthetic suite (with its preference pairs), its chat tokenizer and a `nano` Llama, once per session."""
 
 import os
-from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -22,9 +21,3 @@ def workspace(tmp_path_factory):
     )
     assert train_main(["init", "--size", "nano", "--tokenizer", str(root / "tok"), "--out", str(root / "policy")]) == 0
     return root
-
-
-@pytest.fixture(scope="session")
-def kill_after_checkpoint() -> str:
-    """Path of the script that runs `llm-align` and SIGKILLs it right after checkpoint-4 (its docstring)."""
-    return str(Path(__file__).parent / "kill_after_checkpoint.py")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from llm_align.cli import main
+from llm_align.data import distinct_prompts
 from llm_align.grpo import exact_answer, load_tasks
+from transformers import AutoTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,13 @@ def test_ppo_logs_reward_kl_entropy_and_the_overoptimisation_curve(workspace, ju
     assert not (out / "value_model").exists()  # the saved folder is the policy alone
     metrics = json.loads(Path(f"{out}.json").read_text())
     assert metrics["steps"] == 3 and metrics["nonfinite_steps"] == 0
+    # Tokens trained on: each of the 3 x 4 samples (its prompt and up to 8 reply tokens) in each of the
+    # 4 PPO epochs; a count of each sample once would fall below the shortest prompts' bound.
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "policy")
+    prompts = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"])
+               for p in distinct_prompts(str(workspace / "synth" / "preference"), "train")]
+    assert 3 * 4 * 4 * min(prompts) <= metrics["train_tokens_seen"] <= 3 * 4 * 4 * (max(prompts) + 8)
+    assert metrics["model_flops_per_second"] > metrics["tokens_per_second"] > 0
     steps = _rows(plots / "ppo.csv")
     assert [int(r["step"]) for r in steps] == [1, 2, 3]
     assert {"score", "kl", "entropy", "rlhf_reward"} <= set(steps[0])
@@ -105,53 +114,50 @@ def test_grpo_bad_settings_are_one_line_errors(workspace, tmp_path, capsys, extr
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("command", "processes"), [("ppo", 1), ("ppo", 2), ("grpo", 1)])
-def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, command, processes,
-                                                             kill_after_checkpoint):
-    """SIGKILL right after checkpoint 4 of 8, rerun with --resume: the same per-step logs, curve and metrics
-    as one clean run. PPO: 12 prompts in batches of 4 put the kill one batch into the second epoch, so the
-    resumed run must redraw that epoch's order and continue it (trl's PPO loop has no resume of its own);
-    with 2 processes (DDP over gloo) every worker is killed and each one's share of the batch resumes."""
+@pytest.mark.parametrize(("method", "processes"), [("ppo", 1), ("ppo", 2), ("grpo", 1), ("rloo", 1)])
+def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, tmp_path, method, processes):
+    """SIGKILL right after checkpoint 4 of 8 (`llm_train.faults`), rerun with --resume: the same per-step
+    logs, curve and metrics as one clean run. PPO: 12 prompts in batches of 4 put the kill one batch into the
+    second epoch, so the resumed run must redraw that epoch's order and continue it (trl's PPO loop has no
+    resume of its own); with 2 processes (DDP over gloo) every worker is killed and each one's share of the
+    batch resumes."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
     runs = {name: (tmp_path / name, tmp_path / f"plots-{name}") for name in ("clean", "killed")}
-    per_command = {
-        "ppo": ["--data", str(workspace / "synth" / "preference"), "--reward_model", str(judges[0]),
+    grpo = ["--data", str(workspace / "synth" / "sft"), "--categories", "arithmetic", "--batch_size", "8",
+            "--num_generations", "4"]
+    per_method = {
+        "ppo": ["ppo", "--data", str(workspace / "synth" / "preference"), "--reward_model", str(judges[0]),
                 "--batch_size", "4", "--max_per_category", "1", "--category_caps", "safety=3,benign=3"],
-        "grpo": ["--data", str(workspace / "synth" / "sft"), "--categories", "arithmetic", "--batch_size", "8",
-                 "--num_generations", "4"],
+        "grpo": ["grpo", *grpo],
+        "rloo": ["grpo", "--method", "rloo", *grpo],
     }
 
     def args(name):
         out, plots = runs[name]
-        return [command, "--model", str(workspace / "policy"), "--out", str(out), "--metrics", f"{out}.json",
-                "--plots", str(plots), "--max_steps", "8", "--save_steps", "2", "--max_new_tokens", "8",
-                "--learning_rate", "1e-3", "--num_processes", str(processes), *per_command[command],
+        return [*per_method[method], "--model", str(workspace / "policy"), "--out", str(out),
+                "--metrics", f"{out}.json", "--plots", str(plots), "--max_steps", "8", "--save_steps", "2",
+                "--max_new_tokens", "8", "--learning_rate", "1e-3", "--num_processes", str(processes),
                 *_curve_args(judges, workspace)]
 
-    subprocess.run([sys.executable, "-m", "llm_align.cli", *args("clean")], check=True, env=env, capture_output=True)
+    assert main(args("clean")) == 0  # in this process: one interpreter start less
     killed = runs["killed"][0]
+    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-align",
+                           *args("killed")], env=env, capture_output=True)
     if processes == 1:
-        died = subprocess.run([sys.executable, kill_after_checkpoint, *args("killed")], env=env, capture_output=True)
         assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
-    else:  # the workers are fresh interpreters: arm the kill in each through sitecustomize
-        hook = tmp_path / "hook"
-        hook.mkdir()
-        (hook / "sitecustomize.py").write_text(Path(kill_after_checkpoint).read_text())
-        path = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-        died = subprocess.run([sys.executable, "-m", "llm_align.cli", *args("killed")], capture_output=True,
-                              env={**env, "PYTHONPATH": path})
+    else:  # the launcher survives its killed workers and fails
         assert died.returncode != 0 and (Path(f"{killed}.ckpt") / "checkpoint-4" / "rng_state_1.pth").is_file()
     assert (Path(f"{killed}.ckpt") / "checkpoint-4" / "overopt.json").is_file() and not killed.exists()
     resumed = subprocess.run([sys.executable, "-m", "llm_align.cli", *args("killed"), "--resume", "true"],
                              env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     # it resumed, not restarted: the Trainer printed the logs of steps 5 to 8 only
-    assert resumed.stdout.decode().count("'kl'" if command == "grpo" else "'objective/kl'") == 4
+    assert resumed.stdout.decode().count("'objective/kl'" if method == "ppo" else "'kl'") == 4
     a, b = (json.loads(Path(f"{runs[name][0]}.json").read_text()) for name in runs)
-    assert a["steps"] == b["steps"] == 8
+    assert a["steps"] == b["steps"] == 8 and a.keys() == b.keys() and a["train_tokens_seen"] > 0
     for key in a.keys() - {"train_seconds", "tokens_per_second", "model_flops_per_second", "mfu"}:  # timings
         assert a[key] == b[key], key
-    for csv_name in (f"{command}.csv", "overopt.csv"):
+    for csv_name in (f"{method}.csv", "overopt.csv"):
         assert _rows(runs["clean"][1] / csv_name) == _rows(runs["killed"][1] / csv_name), csv_name
     assert not Path(f"{killed}.ckpt").exists()
     if processes == 2:  # what the workers saved is the policy alone, a causal LM (not trl's policy+value wrapper)

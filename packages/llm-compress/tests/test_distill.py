@@ -4,6 +4,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -135,6 +138,33 @@ def test_on_policy_batches_are_sampled_from_the_student(distill, monkeypatch):
     out, metrics = distill(on_policy=0.5, hard_weight=0.3, max_steps=4)
     assert 1 <= len(calls) <= 4 and metrics["steps"] == 4
     assert metrics["eval_loss"] > 0 and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("method", ["kd", "sft"])
+def test_killed_distillation_resumes_to_the_uninterrupted_runs_metrics(method, chat_teacher, synth, tmp_path):
+    """SIGKILL right after checkpoint 4 of 8 (`llm_train.faults`), rerun with --resume: every metric but the
+    timings equals one clean run's; KD samples half its batches from the student (on-policy, GKD), so the
+    resumed run must also continue the sampling's random stream."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+
+    def command(out):
+        return ["distill", "--method", method, "--teacher", chat_teacher, "--data", str(synth / "messages"),
+                "--out", str(out), "--metrics", f"{out}.json", "--max_steps", "8", "--save_steps", "2",
+                "--batch_size", "4", "--eval_steps", "4", "--on_policy", "0.5"]
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert main(command(clean)) == 0  # in this process: one interpreter start less
+    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-compress",
+                           *command(killed)], env=env, capture_output=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    assert not killed.exists() and (Path(f"{killed}.ckpt") / "checkpoint-4" / "trainer_state.json").is_file()
+    subprocess.run([sys.executable, "-m", "llm_compress.cli", *command(killed), "--resume", "true"], check=True,
+                   env=env, capture_output=True)
+    a, b = (json.loads(Path(f"{p}.json").read_text()) for p in (clean, killed))
+    assert a.keys() == b.keys()
+    for key in a.keys() - {"train_seconds", "tokens_per_second", "model_flops_per_second", "mfu"}:  # timings
+        assert a[key] == b[key], key
+    assert all(w.equal(_weights(clean)[k]) for k, w in _weights(killed).items())
 
 
 def test_student_size_gives_a_narrower_random_student(chat_teacher, synth, tmp_path):

@@ -18,3 +18,12 @@ def workspace(tmp_path_factory):
     )
     assert main(["init", "--size", "nano", "--tokenizer", str(root / "tok"), "--out", str(root / "init")]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def encoder(workspace, tmp_path_factory):
+    """A random `nano` ModernBERT with the workspace tokenizer: the contrastive tests' starting encoder."""
+    out = tmp_path_factory.mktemp("encoder") / "init-modernbert"
+    assert main(["init", "--arch", "modernbert", "--size", "nano", "--tokenizer", str(workspace / "tok"),
+                 "--out", str(out)]) == 0
+    return out

@@ -8,14 +8,6 @@ from llm_train.cli import main
 from llm_train.contrastive import training_pairs
 
 
-@pytest.fixture(scope="module")
-def encoder(workspace, tmp_path_factory):
-    out = tmp_path_factory.mktemp("contrastive") / "init-modernbert"
-    assert main(["init", "--arch", "modernbert", "--size", "nano", "--tokenizer", str(workspace / "tok"),
-                 "--out", str(out)]) == 0
-    return out
-
-
 def _train(workspace, encoder, out, method, data=None):
     return main(["contrastive", "--method", method, "--model", str(encoder),
                  "--data", str(data or workspace / "synth" / "pairs"), "--out", str(out), "--max_steps", "3",
@@ -61,3 +53,24 @@ def test_pairs_missing_a_side_and_unknown_method(workspace, encoder, tmp_path, c
     assert not out.exists()
     assert _train(workspace, encoder, out, "triplet") == 2
     assert "unknown method 'triplet'; choose one of: simcse, supervised" in capsys.readouterr().err
+
+
+def test_contrastive_counts_the_tokens_of_its_training_passes(workspace, encoder, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    rows = [{"anchor": f"Where is item {i}?" + " Far away." * (i % 3), "positive": f"Item {i} is here."}
+            for i in range(16)]
+    data, out = tmp_path / "pairs", tmp_path / "out"
+    write_dataset(data, {"train": rows, "validation": rows[:4]}, {"source": "test"})
+    assert main(["contrastive", "--method", "supervised", "--model", str(encoder), "--data", str(data),
+                 "--out", str(out), "--epochs", "2", "--batch_size", "8", "--eval_steps", "1",
+                 "--metrics", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    # two epochs of every sentence as the encoder tokenizes it alone (so unpadded), the gradient-free
+    # evaluation passes left out
+    model = SentenceTransformer(str(encoder), device="cpu")
+    lengths = [int(model.preprocess([row[side]])["attention_mask"].sum()) for row in rows
+               for side in ("anchor", "positive")]
+    assert metrics["train_tokens_seen"] == 2 * sum(lengths)
+    assert metrics["model_flops_per_second"] == pytest.approx(
+        6 * metrics["trainable_params"] * metrics["tokens_per_second"])

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from llm_eval.stats import mean_ci, paired_diff_ci, to_metrics
+from llm_train.loop import checkpoint_folder
 from transformers import TrainerCallback
 
 SERIES = ("kl", "proxy", "gold")
@@ -83,7 +84,7 @@ class OverOptimisationCurve(TrainerCallback):
         if control.should_save and state.is_world_process_zero:
             # The Trainer writes this step's checkpoint right after on_step_end (trainer_state.json last), so
             # a checkpoint that `--resume` accepts always holds the curve up to its own step.
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = checkpoint_folder(args.output_dir, state.global_step)
             folder.mkdir(parents=True, exist_ok=True)
             state_json = {"rows": self.rows, "first": self.first, "last": self.last}
             (folder / CHECKPOINT_FILE).write_text(json.dumps(state_json))

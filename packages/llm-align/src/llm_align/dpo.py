@@ -16,14 +16,13 @@ split into a desirable and an undesirable example.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
 from llm_train.distributed import relaunch, world_size
-from llm_train.loop import throughput, write_loss_curves
+from llm_train.loop import count_trained_tokens, write_loss_curves
 
 from llm_align.base import AlignConfig, save_trained
 from llm_align.data import load_pairs, to_dataset
@@ -37,6 +36,7 @@ METHODS = {
     "orpo": "SFT loss plus an odds-ratio preference term, no reference model (Hong et al. 2024)",
     "kto": "prospect-theory loss on unpaired desirable / undesirable replies (Ethayarajh et al. 2024)",
 }
+UNCOUNTED = ("orpo", "simpo")  # trl trainers whose batches the Trainer cannot count tokens in
 
 
 @dataclass
@@ -76,9 +76,10 @@ class DPOConfig(AlignConfig):
 
 def _trainer(cfg: DPOConfig, model, tokenizer, train, validation):
     """The trl trainer of `cfg.method`, configured with llm-lab's loop settings."""
-    # trl's experimental ORPO/CPO batches keep prompt, chosen and rejected ids apart, with no input_ids to count
-    count_tokens = cfg.method not in ("orpo", "simpo")
-    common = dict(**cfg.trainer_args(count_tokens=count_tokens), **cfg.checkpoint_args(), max_length=cfg.max_length)
+    # trl's experimental ORPO/CPO batches keep prompt, chosen and rejected ids apart, with no input_ids
+    # for the Trainer to count: `run_dpo` counts their training passes instead (count_trained_tokens)
+    common = dict(**cfg.trainer_args(count_tokens=cfg.method not in UNCOUNTED), **cfg.checkpoint_args(),
+                  max_length=cfg.max_length)
     data = dict(train_dataset=to_dataset(train), eval_dataset=to_dataset(validation), processing_class=tokenizer,
                 peft_config=cfg.peft_config("CAUSAL_LM"))
     if cfg.method in ("dpo", "ipo"):
@@ -129,20 +130,21 @@ def run_dpo(cfg: DPOConfig) -> Path:
     set_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     trainer = _trainer(cfg, model, tokenizer, train, validation)
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
-    seconds = time.perf_counter() - start
+    if cfg.method in UNCOUNTED:
+        count_trained_tokens(trainer, trainer.model)
+    run = cfg.train(trainer)
     held_out = trainer.evaluate()  # the validation pairs, tokenized by the trainer as it trains
     if not save_trained(cfg, trainer, tokenizer):
         return Path(cfg.out)
     cfg.done()
-    metrics = {"train_seconds": seconds, "train_loss": result.training_loss, "train_pairs": len(train),
-               **throughput(trainer, seconds)}
+    metrics = {**run, "train_pairs": len(train)}
     # The trainers' own diagnostics on the validation pairs: implicit-reward accuracy and margin where
     # the method defines them (batch means, no interval; `llm-eval align` measures the held-out
-    # prompts, with intervals, for every policy alike).
+    # prompts, with intervals, for every policy alike). Not timings, nor trl's `num_tokens`: the training
+    # tokens so far, which it counts afresh after a resume (train_tokens_seen counts the whole run).
     for key, value in held_out.items():
-        if key.startswith("eval_") and isinstance(value, int | float) and not key.endswith(("_per_second", "runtime")):
+        if (key.startswith("eval_") and isinstance(value, int | float) and key != "eval_num_tokens"
+                and not key.endswith(("_per_second", "runtime"))):
             metrics["validation_" + key[len("eval_") :].replace("/", "_")] = value
     logger.info("%s %s: %s", cfg.method, cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)

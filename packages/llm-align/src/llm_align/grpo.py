@@ -23,7 +23,7 @@ from pathlib import Path
 from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
 from llm_train.distributed import relaunch
-from llm_train.loop import throughput
+from llm_train.loop import checkpoint_state, throughput
 
 from llm_align.base import RLConfig, rl_metrics, save_trained, tracked_run
 from llm_align.data import over_cap
@@ -161,6 +161,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         trainer = RLOOTrainer(model=model, reward_funcs=funcs, args=RLOOConfig(**common), **data)
     start = time.perf_counter()
     checkpoint = cfg.resume_from()
+    tokens_before = checkpoint_state(checkpoint).get("num_input_tokens_seen", 0)
     curve = tracked_run(cfg, trainer, model, reference, tokenizer,
                         lambda: trainer.train(resume_from_checkpoint=checkpoint), checkpoint)
     seconds = time.perf_counter() - start
@@ -168,7 +169,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         return Path(cfg.out)
     cfg.done()
     metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step,
-               **throughput(trainer, seconds)}
+               **throughput(trainer, seconds, tokens_before)}
     metrics.update(rl_metrics(cfg, trainer.state.log_history, STEP_LOGS, f"{cfg.method}.csv", curve))
     logger.info("%s %s: %s", cfg.method, cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)

@@ -7,7 +7,7 @@ reward model's score minus `kl_coef` times its log-ratio to the frozen SFT refer
 updates the policy a few epochs per batch of samples. Without the KL term (`--kl_coef 0`) nothing stops
 the policy from drifting to replies the proxy reward model over-scores — reward hacking, which the
 over-optimisation curve (`--gold`) makes visible. trl's `PPOTrainer` (trl.experimental.ppo) runs it;
-`ResumablePPO` adds what its checkpoints lack for `--resume`.
+`ppo_trainer_class` and `ResumablePPO` add what its checkpoints lack for `--resume`.
 
     llm-align ppo --model models/sft-full --reward_model models/reward-proxy --gold models/reward-gold \\
         --out models/ppo
@@ -15,7 +15,6 @@ over-optimisation curve (`--gold`) makes visible. trl's `PPOTrainer` (trl.experi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from llm_data.io import require_local_or_hub, write_metrics
 from llm_eval.run import load_tokenizer
 from llm_train.distributed import relaunch, world_size
+from llm_train.loop import checkpoint_folder, checkpoint_state, count_trained_tokens, throughput
 from transformers import TrainerCallback
 
 from llm_align.base import RLConfig, rl_metrics, save_trained, tracked_run
@@ -96,22 +96,13 @@ class PromptStream:
 
 
 class ResumablePPO(TrainerCallback):
-    """What `--resume` needs beyond the checkpoints trl's PPO loop writes through the Trainer (policy,
-    optimizer with the value model's moments, scheduler, RNG states, trainer state, and the curve's rows):
-    the value model's weights, put into each checkpoint before the Trainer completes it; and, given a
-    checkpoint, the run put back where it stopped. The loop itself restarts its step counter at 0 and its
-    prompts at the stream's start, so `restore` and `on_train_begin` undo both (see `PromptStream`)."""
-
-    VALUE = "value_model"
+    """Given a checkpoint (policy, value model, optimizer, scheduler, RNG states, trainer state, the curve's
+    rows), the run put back where it stopped. trl's loop restarts its step counter at 0 and its prompts at
+    the stream's start, so `restore` and `on_train_begin` undo both (see `PromptStream`)."""
 
     def __init__(self, trainer, checkpoint: str | None):
         self.trainer, self.checkpoint = trainer, checkpoint
-        self.saved: dict | None = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save and state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.VALUE
-            self.trainer.accelerator.unwrap_model(self.trainer.model).value_model.save_pretrained(folder)
+        self.saved: dict = {}  # the checkpoint's trainer state
 
     def restore(self) -> None:
         """Before `trainer.train()`: optimizer, scheduler, prompt stream and RNG as checkpointed."""
@@ -121,7 +112,7 @@ class ResumablePPO(TrainerCallback):
         from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
 
         trainer, folder = self.trainer, self.checkpoint
-        self.saved = json.loads(Path(folder, "trainer_state.json").read_text())
+        self.saved = checkpoint_state(folder)
         done = self.saved["global_step"]
         # Trainer._load_optimizer_and_scheduler reads attributes PPOTrainer (no Trainer.__init__) never sets
         for part, name in ((trainer.optimizer, OPTIMIZER_NAME), (trainer.lr_scheduler, SCHEDULER_NAME)):
@@ -132,20 +123,28 @@ class ResumablePPO(TrainerCallback):
         logger.info("ppo: resumed from %s (step %d of %d)", folder, done, done + trainer.args.num_total_batches)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.saved is not None:
+        if self.saved:
             state.global_step, state.episode = self.saved["global_step"], self.saved["episode"]
             state.log_history = self.saved["log_history"]
+            state.num_input_tokens_seen = self.saved["num_input_tokens_seen"]
             state.max_steps = state.global_step + args.num_total_batches
 
 
+VALUE_MODEL = "value_model"  # the value model's folder inside each checkpoint
+
+
 def ppo_trainer_class():
-    """trl's PPOTrainer, able to save under DDP. Its `save_model` keeps only the policy by reading `policy`
-    off `self.model`, and its checkpoint's model card reads `config` there; under DDP `self.model` is the
+    """trl's PPOTrainer, with the value model in its checkpoints and able to save under DDP.
+
+    Its checkpoints hold the policy alone (and the optimizer with the value model's moments), so each one
+    gets the value model's weights too, written before the Trainer's own files (`trainer_state.json` last,
+    which `--resume` looks for). Its `save_model` keeps only the policy by reading `policy` off
+    `self.model`, and its checkpoint's model card reads `config` there; under DDP `self.model` is the
     DistributedDataParallel wrapper, which has neither, so both run on the unwrapped model. And the worker
     ranks' `Trainer._save` reads an attribute only `Trainer.__init__` sets, which PPOTrainer never calls."""
     from trl.experimental.ppo import PPOTrainer
 
-    class UnwrappedSavePPOTrainer(PPOTrainer):
+    class CheckpointingPPOTrainer(PPOTrainer):
         is_distributed_loading_by_transformers = False  # the models are loaded whole in every process
 
         def _unwrapped(self, save, *args, **kwargs):
@@ -159,9 +158,12 @@ def ppo_trainer_class():
             return self._unwrapped(super().save_model, output_dir, _internal_call)
 
         def _save_checkpoint(self, model, trial):
+            if self.is_world_process_zero():
+                folder = checkpoint_folder(self.args.output_dir, self.state.global_step) / VALUE_MODEL
+                self.accelerator.unwrap_model(self.model).value_model.save_pretrained(folder)
             return self._unwrapped(super()._save_checkpoint, model, trial)
 
-    return UnwrappedSavePPOTrainer
+    return CheckpointingPPOTrainer
 
 
 def run_ppo(cfg: PPOConfig) -> Path:
@@ -190,11 +192,11 @@ def run_ppo(cfg: PPOConfig) -> Path:
     reference = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     reward, _ = load_reward_model(cfg.reward_model)
     # The value model starts as a copy of the reward model: it already reads (prompt, reply) for value.
-    value_from = f"{checkpoint}/{ResumablePPO.VALUE}" if checkpoint else cfg.reward_model
+    value_from = f"{checkpoint}/{VALUE_MODEL}" if checkpoint else cfg.reward_model
     value = AutoModelForSequenceClassification.from_pretrained(value_from, num_labels=1, dtype=torch.float32)
     value.config.pad_token_id = tokenizer.pad_token_id
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train) / cfg.batch_size)
-    # trl's PPO loop is its own: it does not count tokens through the Trainer
+    # trl's PPO loop is not the Trainer's, which would count the tokens: count_trained_tokens below does
     trainer_args = {**cfg.trainer_args(count_tokens=False), **cfg.checkpoint_args(), "logging_steps": 1}
     args = TrlPPOConfig(
         **trainer_args,
@@ -220,6 +222,9 @@ def run_ppo(cfg: PPOConfig) -> Path:
         eval_dataset=encode(validation),
     )
     trainer.dataloader = PromptStream(trainer.train_dataset, trainer.data_collator, trainer, cfg.seed)
+    # Each sample is trained on ppo_epochs times: those are the passes counted, and 6·N·tokens with N the
+    # policy and value model (trainer.model) is their FLOPs; sampling, reference and reward passes are not.
+    count_trained_tokens(trainer, trainer.accelerator.unwrap_model(trainer.model).policy)
     resumable = ResumablePPO(trainer, checkpoint)
     trainer.add_callback(resumable)
     resumable.restore()
@@ -229,7 +234,8 @@ def run_ppo(cfg: PPOConfig) -> Path:
     if not save_trained(cfg, trainer, tokenizer):
         return Path(cfg.out)
     cfg.done()
-    metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step}
+    metrics = {"train_seconds": seconds, "train_prompts": len(train), "steps": trainer.state.global_step,
+               **throughput(trainer, seconds, resumable.saved.get("num_input_tokens_seen", 0))}
     metrics.update(rl_metrics(cfg, trainer.state.log_history, STEP_LOGS, "ppo.csv", curve))
     logger.info("ppo %s: %s", cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)

@@ -12,7 +12,6 @@ judge that no policy trained against (Gao et al. 2022, 'Scaling Laws for Reward 
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from llm_eval.judge import conversation, conversation_ids, load_reward_model, pa
 from llm_eval.run import load_tokenizer
 from llm_eval.stats import to_metrics
 from llm_train.distributed import relaunch
-from llm_train.loop import throughput, write_loss_curves
+from llm_train.loop import write_loss_curves
 
 from llm_align.base import AlignConfig, save_trained
 from llm_align.data import HALVES, load_pairs
@@ -121,15 +120,12 @@ def run_reward(cfg: RewardConfig) -> Path:
         processing_class=tokenizer,
         peft_config=cfg.peft_config("SEQ_CLS"),
     )
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
-    seconds = time.perf_counter() - start
+    run = cfg.train(trainer)
     if not save_trained(cfg, trainer, tokenizer):
         return Path(cfg.out)
     cfg.done()
     metrics = evaluate_pairs(cfg.out, test, cfg.batch_size, cfg.max_length, cfg.seed)
-    metrics.update(train_seconds=seconds, train_loss=result.training_loss, train_pairs=len(train),
-                   **throughput(trainer, seconds))
+    metrics.update(**run, train_pairs=len(train))
     logger.info("reward model %s: %s", cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)
     write_loss_curves(cfg.plots, trainer.state.log_history)

@@ -24,14 +24,13 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import require_model_folder, write_metrics
 from llm_train.distributed import relaunch
 from llm_train.init import SIZES
-from llm_train.loop import LoopConfig, load_splits, throughput, write_loss_curves
+from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
 logger = logging.getLogger(__name__)
 METHODS = ("kd", "sft")
@@ -338,9 +337,7 @@ def run_distill(cfg: DistillConfig) -> Path:
             model=student, args=SFTConfig(**common), data_collator=collator,
             train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer,
         )
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
-    seconds = time.perf_counter() - start
+    run = cfg.train(trainer)
 
     # Drop the Trainer's autocast wrapper, so eval_loss is the fp32 NLL for both methods and the teacher.
     student = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -356,15 +353,13 @@ def run_distill(cfg: DistillConfig) -> Path:
         "teacher_parameters": n_teacher,
         "student_parameters": n_student,
         "parameter_ratio": n_teacher / n_student,
-        "train_seconds": seconds,
-        "train_loss": result.training_loss,
+        **run,
         "eval_loss": eval_loss,
         "teacher_eval_loss": teacher_eval_loss,
         "steps": trainer.state.global_step,
-        **throughput(trainer, seconds),
     }
     logger.info("%s student: eval_loss %.4f (teacher %.4f) after %d steps in %.1fs", cfg.method, eval_loss,
-                teacher_eval_loss, metrics["steps"], seconds)
+                teacher_eval_loss, metrics["steps"], run["train_seconds"])
     write_metrics(cfg.metrics, metrics)
     write_loss_curves(cfg.plots, trainer.state.log_history)
     return Path(cfg.out)

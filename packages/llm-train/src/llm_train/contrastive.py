@@ -14,14 +14,13 @@ Gurevych 2019, arXiv:1908.10084). Both read the same training sentences; only th
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import read_jsonl, require_model_folder, split_file, weights_mb, write_metrics
 
 from llm_train.distributed import relaunch, world_size
-from llm_train.loop import LoopConfig, write_loss_curves
+from llm_train.loop import LoopConfig, count_trained_tokens, write_loss_curves
 
 METHODS = ("simcse", "supervised")
 # The dropout settings of the encoders in use (ModernBERT, BERT / MiniLM, Llama). ModernBERT's default to
@@ -118,7 +117,7 @@ def run_contrastive(cfg: ContrastiveConfig) -> Path:
     if len(train) < 2:
         raise ValueError(f"{cfg.data}/train.jsonl: in-batch negatives need at least 2 training pairs, got {len(train)}")
     args = SentenceTransformerTrainingArguments(
-        **cfg.trainer_args(count_tokens=False),  # its batches hold sentences, no input_ids
+        **cfg.trainer_args(count_tokens=False),  # its batches are feature dicts: count_trained_tokens below
         **cfg.checkpoint_args(),
         # A sentence twice in one batch would be its own negative; synthetic phrasings repeat words, not rows.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
@@ -128,9 +127,8 @@ def run_contrastive(cfg: ContrastiveConfig) -> Path:
                                         gather_across_devices=world_size() > 1)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                                          loss=loss)
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
-    seconds = time.perf_counter() - start
+    count_trained_tokens(trainer, model)
+    run = cfg.train(trainer)
     eval_loss = trainer.evaluate()["eval_loss"]
     with cfg.saving() as tmp:
         # No generated model card: it records the run's wall-clock times, so the folder would differ per run.
@@ -140,11 +138,10 @@ def run_contrastive(cfg: ContrastiveConfig) -> Path:
     cfg.done()
     n_params = sum(p.numel() for p in model.parameters())
     write_metrics(cfg.metrics, {
-        "train_seconds": seconds,
-        "train_loss": result.training_loss,
+        **run,
         "eval_loss": eval_loss,
         "train_pairs": len(train),
-        "steps": result.global_step,
+        "steps": trainer.state.global_step,
         "trainable_params": n_params,
         "size_mb": weights_mb(cfg.out),
     })

@@ -4,8 +4,12 @@ splits loading, the finished model's folder, and loss curves."""
 from __future__ import annotations
 
 import csv
+import json
+import logging
+import math
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +18,15 @@ from llm_data.io import atomic_dir, split_file
 
 from llm_train.distributed import default_processes, is_main_process, world_size
 
+logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHECKPOINT = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: the Trainer writes <output_dir>/checkpoint-<step>
+
+
+def checkpoint_folder(output_dir: str | Path, step: int) -> Path:
+    """The folder the Trainer writes step `step`'s checkpoint into; callbacks add their state to it in
+    `on_step_end`, just before the Trainer writes it (`trainer_state.json` last, which `--resume` looks for)."""
+    return Path(output_dir) / f"{CHECKPOINT}-{step}"
 
 
 @dataclass
@@ -116,8 +128,20 @@ class LoopConfig:
         short is skipped for the one before it, which the Trainer deletes only after a newer one is whole."""
         if not self.resume:
             return None
-        whole = [p for p in self.ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        whole = [p for p in self.ckpt_dir.glob(f"{CHECKPOINT}-*") if (p / "trainer_state.json").is_file()]
         return str(max(whole, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if whole else None
+
+    def train(self, trainer) -> dict[str, float]:
+        """Run `trainer.train()`, from the newest whole checkpoint with --resume, and return what it measured:
+        `train_seconds` (this process's), `train_loss` (the mean over every step of the run, see `run_loss`)
+        and the `throughput` keys."""
+        checkpoint = self.resume_from()
+        before = checkpoint_state(checkpoint)  # read now: the Trainer deletes it once it saves a newer one
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        seconds = time.perf_counter() - start
+        return {"train_seconds": seconds, "train_loss": run_loss(trainer.state, result.training_loss, before),
+                **throughput(trainer, seconds, before.get("num_input_tokens_seen", 0))}
 
     def precision_args(self) -> dict:
         """The Trainer's bf16 / fp16 / tf32 keywords for `precision` on this machine."""
@@ -139,7 +163,7 @@ class LoopConfig:
     def trainer_args(self, output_dir: str = "", count_tokens: bool = True) -> dict:
         """The TrainingArguments (or trl config) keywords every llm-lab run uses; the Trainer writes into
         `output_dir`, by default `ckpt_dir`. `count_tokens=False` where the batches hold no `input_ids` for
-        the Trainer to count (it would warn every step): such runs report no tokens/s."""
+        the Trainer to count (it would warn every step): such runs count with `count_trained_tokens`."""
         import torch
 
         # batch_size is the global batch: each of the N processes takes 1/N of it (DDP averages gradients).
@@ -155,7 +179,8 @@ class LoopConfig:
             warmup_steps=self.warmup_ratio,  # a float < 1 is a fraction of the steps
             eval_strategy="steps",
             eval_steps=self.eval_steps,
-            logging_steps=10,
+            # a divisor of save_steps, so each checkpoint's log history ends with the loss up to it: `run_loss`
+            logging_steps=math.gcd(10, self.save_steps),
             seed=self.seed,
             data_seed=self.seed,
             # Count the tokens each step reads (summed over processes) for tokens/s and FLOP/s: `throughput`.
@@ -167,6 +192,40 @@ class LoopConfig:
             torch_compile=self.torch_compile,
             dataloader_num_workers=0,
         )
+
+
+def count_trained_tokens(trainer, module) -> None:
+    """Count the tokens `module` trains on into `trainer.state.num_input_tokens_seen`, for the trainers whose
+    batches the Trainer cannot count (it reads only an `input_ids` key): trl's ORPO and CPO keep prompt,
+    chosen and rejected ids apart, its PPO loop is not the Trainer's, sentence-transformers passes feature
+    dicts. A forward hook sums the `attention_mask` of every pass that builds a graph for backward, so
+    evaluation and sampling are left out; each step's end adds it up over processes. The count lives in the
+    trainer state, which checkpoints carry, so a resumed run goes on counting where it stopped."""
+    import torch
+    from torch import distributed
+    from transformers import TrainerCallback
+
+    pending = []  # this process's masks summed since the last step's end
+
+    def hook(mod, args, kwargs):
+        if torch.is_grad_enabled():
+            features = args[0] if args and isinstance(args[0], dict) else kwargs
+            if "attention_mask" not in features:
+                raise ValueError(f"{type(mod).__name__}: a training forward without attention_mask; "
+                                 "its tokens cannot be counted")
+            pending.append(features["attention_mask"].sum())
+
+    class Count(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            # An optimizer step follows at least one training forward in every process; so does this sum.
+            tokens = torch.stack(pending).sum()
+            if distributed.is_initialized():
+                distributed.all_reduce(tokens)
+            state.num_input_tokens_seen += int(tokens)
+            pending.clear()
+
+    module.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.add_callback(Count())
 
 
 # Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets, without sparsity (fp16 where the GPU
@@ -185,19 +244,47 @@ def peak_flops() -> float | None:
     return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
 
 
-def throughput(trainer, seconds: float) -> dict[str, float]:
-    """Tokens/s over the run, model FLOP/s = 6·N·tokens/s (N = every parameter; Kaplan et al. 2020's
+def checkpoint_state(checkpoint: str | None) -> dict:
+    """The trainer state a checkpoint holds (`trainer_state.json`), or {} for a run that starts afresh."""
+    return json.loads(Path(checkpoint, "trainer_state.json").read_text()) if checkpoint else {}
+
+
+def run_loss(state, loss: float, before: dict) -> float:
+    """The mean training loss over every step of a run that may have resumed from a checkpoint whose trainer
+    state is `before`. The Trainer's `training_loss` (`loss`) averages only the steps since the resume; the
+    steps before are in the checkpoint's log history, as window means whose last window ends at the
+    checkpoint (`logging_steps` divides `save_steps`), so a resumed run reports the loss an uninterrupted
+    one does, up to float rounding."""
+    steps = before.get("global_step", 0)
+    if not steps:
+        return loss
+    total, last = 0.0, 0
+    for row in before["log_history"]:
+        if "loss" in row:
+            total, last = total + row["loss"] * (row["step"] - last), row["step"]
+    if last != steps:
+        logger.warning("the checkpoint's log history ends at step %d, not at its step %d: train_loss covers the "
+                       "steps since the resume only", last, steps)
+        return loss
+    return (total + loss * (state.global_step - steps)) / state.global_step
+
+
+def throughput(trainer, seconds: float, tokens_before: int = 0) -> dict[str, float]:
+    """Tokens/s over this process's `seconds` of training (after a resume, the tokens counted since the
+    checkpoint's `tokens_before`), model FLOP/s = 6·N·tokens/s (N = every parameter; Kaplan et al. 2020's
     forward + backward estimate, which leaves out attention's T² term) and, on a GPU with a known peak,
-    MFU = model FLOP/s / peak (PaLM, Chowdhery et al. 2022). Empty where the trainer counted no tokens."""
+    MFU = model FLOP/s / peak (PaLM, Chowdhery et al. 2022). `train_tokens_seen` counts the whole run.
+    Empty where no tokens were counted."""
     tokens = trainer.state.num_input_tokens_seen
-    if not tokens or seconds <= 0:
+    now = tokens - tokens_before
+    if not now or seconds <= 0:
         return {}
     model = trainer.model
     # peft's count unpacks 4-bit weights, which numel() counts two to a byte
     n = model.get_nb_trainable_parameters()[1] if hasattr(model, "get_nb_trainable_parameters") else sum(
         p.numel() for p in model.parameters())
-    out = {"train_tokens_seen": int(tokens), "tokens_per_second": tokens / seconds,
-           "model_flops_per_second": 6 * n * tokens / seconds}
+    out = {"train_tokens_seen": int(tokens), "tokens_per_second": now / seconds,
+           "model_flops_per_second": 6 * n * now / seconds}
     peak = peak_flops()
     if peak:
         out["mfu"] = out["model_flops_per_second"] / peak

@@ -15,14 +15,13 @@ held-out loss, keeps checkpoints, and `--resume` continues an interrupted run.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import require_local_or_hub, weights_mb, write_metrics
 
 from llm_train.distributed import relaunch
-from llm_train.loop import LoopConfig, load_splits, throughput, write_loss_curves
+from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
 logger = logging.getLogger(__name__)
 OBJECTIVES = ("clm", "mlm")
@@ -125,9 +124,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         data_collator=collator,
         processing_class=tokenizer,  # its pad id is how the Trainer counts non-padding tokens (blocks have no mask)
     )
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
-    seconds = time.perf_counter() - start
+    run = cfg.train(trainer)
     eval_loss = trainer.evaluate()["eval_loss"]
     with cfg.saving() as tmp:
         trainer.save_model(str(tmp))
@@ -139,15 +136,13 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     write_metrics(
         cfg.metrics,
         {
-            "train_seconds": seconds,
-            "train_loss": result.training_loss,
+            **run,
             "eval_loss": eval_loss,
             "trainable_params": n_params,
             "total_params": n_params,
             "trainable_percent": 100.0,
             "size_mb": weights_mb(cfg.out),
-            "train_tokens": result.global_step * cfg.batch_size * cfg.block_size,
-            **throughput(trainer, seconds),
+            "train_tokens": trainer.state.global_step * cfg.batch_size * cfg.block_size,
         },
     )
     write_loss_curves(cfg.plots, trainer.state.log_history)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import require_local_or_hub, weights_mb, write_metrics
 
 from llm_train.distributed import relaunch
-from llm_train.loop import LoopConfig, load_splits, throughput, write_loss_curves
+from llm_train.loop import LoopConfig, load_splits, write_loss_curves
 
 logger = logging.getLogger(__name__)
 METHODS = ("full", "lora", "qlora")
@@ -209,9 +208,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         processing_class=tokenizer,
         peft_config=_peft_config(cfg, tokenizer),
     )
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=cfg.resume_from())
-    seconds = time.perf_counter() - start
+    run = cfg.train(trainer)
     eval_loss = trainer.evaluate()["eval_loss"]
     model = trainer.model
     if cfg.method == "full":
@@ -232,14 +229,12 @@ def run_sft(cfg: SFTConfig) -> Path:
     write_metrics(
         cfg.metrics,
         {
-            "train_seconds": seconds,
-            "train_loss": result.training_loss,
+            **run,
             "eval_loss": eval_loss,
             "trainable_params": trainable,
             "total_params": total,
             "trainable_percent": 100.0 * trainable / total,
             "size_mb": weights_mb(cfg.out),
-            **throughput(trainer, seconds),
         },
     )
     write_loss_curves(cfg.plots, trainer.state.log_history)

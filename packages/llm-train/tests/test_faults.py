@@ -1,0 +1,58 @@
+"""`python -m llm_train.faults`: a run SIGKILLed right after a checkpoint, rerun with --resume, ends with the
+uninterrupted run's metrics (a killed 2-process run: test_distributed.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from llm_train.cli import main
+from llm_train.faults import main as faults_main
+
+TIMINGS = {"train_seconds", "tokens_per_second", "model_flops_per_second", "mfu"}
+
+
+def _command(workspace, encoder, name, out) -> list[str]:
+    common = ["--out", str(out), "--metrics", f"{out}.json", "--max_steps", "8", "--save_steps", "2",
+              "--eval_steps", "4", "--batch_size", "4"]
+    if name == "pretrain":
+        return ["pretrain", "--model", str(workspace / "init"), "--data", str(workspace / "synth" / "pretrain"),
+                "--block_size", "32", *common]
+    if name == "contrastive":
+        return ["contrastive", "--method", "supervised", "--model", str(encoder),
+                "--data", str(workspace / "synth" / "pairs"), *common]
+    return ["sft", "--method", name, "--model", str(workspace / "init"),
+            "--data", str(workspace / "synth" / "messages"), *common]
+
+
+@pytest.mark.parametrize("name", ["pretrain", "full", "lora", "contrastive"])
+def test_killed_run_resumes_to_the_uninterrupted_runs_metrics(workspace, encoder, tmp_path, name):
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert main(_command(workspace, encoder, name, clean)) == 0  # in this process: one interpreter start less
+    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-train",
+                           *_command(workspace, encoder, name, killed)], env=env, capture_output=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    assert (Path(f"{killed}.ckpt") / "checkpoint-4" / "trainer_state.json").is_file()
+    assert not killed.exists() and not Path(f"{killed}.json").exists()  # nothing but checkpoints left behind
+    resumed = subprocess.run([sys.executable, "-m", "llm_train.cli", *_command(workspace, encoder, name, killed),
+                              "--resume", "true"], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    a, b = (json.loads(Path(f"{p}.json").read_text()) for p in (clean, killed))
+    assert a.keys() == b.keys() and a["train_tokens_seen"] > 0
+    for key in a.keys() - TIMINGS:
+        assert a[key] == b[key], key
+    assert not Path(f"{killed}.ckpt").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--after_step", "4", "pip"], "'pip' is not an llm-lab command; choose llm-train, llm-align or llm-compress"),
+    (["--after_step", "0", "llm-train"], "--after_step must be >= 1, got 0"),
+])
+def test_faults_names_a_wrong_command_or_step(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        faults_main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
