@@ -27,6 +27,8 @@ from llm_train.loop import checkpoint_folder
 
 ENV = "LLM_LAB_KILL_AFTER_STEP"  # read by the workers' sitecustomize
 SITE = Path(__file__).parent / "faults_site"
+# The metrics a resumed run may report otherwise than an uninterrupted one: the clock's measurements.
+TIMINGS = frozenset({"train_seconds", "tokens_per_second", "model_flops_per_second", "mfu"})
 
 
 def arm(after_step: int) -> None:
@@ -51,6 +53,15 @@ def arm_from_env() -> None:
     """`arm` with the step in $LLM_LAB_KILL_AFTER_STEP, if it is set (the workers' sitecustomize)."""
     if os.environ.get(ENV):
         arm(int(os.environ[ENV]))
+
+
+def resume_differences(uninterrupted: dict, resumed: dict) -> dict[str, tuple]:
+    """Where a resumed run's metrics differ from an uninterrupted run's: {key: (uninterrupted, resumed)}, with
+    None for a key one side lacks (timings included); the values of `TIMINGS` may differ. Empty when
+    `--resume` continued the run exactly."""
+    return {key: (uninterrupted.get(key), resumed.get(key)) for key in sorted(uninterrupted.keys() | resumed.keys())
+            if key not in uninterrupted or key not in resumed
+            or (key not in TIMINGS and uninterrupted[key] != resumed[key])}
 
 
 def main(argv: list[str] | None = None) -> int:
