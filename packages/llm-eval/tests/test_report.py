@@ -356,8 +356,8 @@ INFER = {
     "infer_speculative.json": {"assisted_speedup": 1.2, "assisted_acceptance_rate": 0.6,
                                "assisted_identical_fraction": 1.0, "prompt_lookup_speedup": 1.8,
                                "prompt_lookup_acceptance_rate": 0.4, "prompt_lookup_identical_fraction": 0.5},
-    "infer_batch.json": {"batch_speedup": 7.0, "largest_batch": 16, "continuous_tokens_per_s": 500.0,
-                         "continuous_vs_static": 0.8},
+    "infer_batch.json": {"batch_speedup": 7.0, "batch_speedup_lo": 4.5, "batch_speedup_hi": 9.0, "largest_batch": 16,
+                         "continuous_tokens_per_s": 500.0, "continuous_vs_static": 0.8},
     "infer_serve.json": {"requests": 64, "clients": 16, "errors": 0, "requests_per_s": 20.0, "latency_p50_s": 0.5,
                          "malformed_requests": 3, "malformed_4xx": 3},
 }
@@ -402,6 +402,9 @@ def test_balanced_sections(balanced):
     # Goals: KV 6x >= 5 met; prompt lookup changed outputs, so its speedup counts as 0 (missed).
     assert "| KV cache speedup over no cache at 256 new tokens (x) | 6.00 | >= 5 | met |" in md
     assert "| prompt_lookup speedup over greedy at identical output (x) | 0.00 | >= 1.5 | missed |" in md
+    # A speed goal shows its interval over repeated runs, and says when that interval straddles the target.
+    assert ("| batch-16 throughput over batch 1 (x) | 7.00 [4.50, 9.00] | >= 5 | met (interval crosses the target) |"
+            in md)
     assert "| server errors over 64 requests from 16 clients | 0.00 | <= 0 | met |" in md
     assert "| none | 256 | 100.50 |" in md  # the stage's CSV becomes a table
     assert (balanced / "balanced" / "kv_cache_kv_cache_tokens_per_s.png").is_file()

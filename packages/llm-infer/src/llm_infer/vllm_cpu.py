@@ -49,6 +49,11 @@ def environment(env: dict[str, str]) -> dict[str, str]:
     out.update(UV_PROJECT_ENVIRONMENT=str(environment_dir()), VLLM_CPU_KVCACHE_SPACE=KV_CACHE_GIB,
                # On a few cores, binding OpenMP threads to cores fights the server's other threads.
                VLLM_CPU_OMP_THREADS_BIND=env.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+               # No process of their own for the offline engine's core and model worker (the server's worker
+               # joins its engine core): on 2 cores their busy-polling took the cores from the model (64
+               # prompts, two runs each: 6,700-7,100 tokens/s in one process, 2,400-4,100 in three), and each
+               # spawn imports vLLM again (the offline engine started 27 s sooner, the server 12 s).
+               VLLM_ENABLE_V1_MULTIPROCESSING=env.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
                HF_HUB_DISABLE_UPDATE_CHECK="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
     return out
 
