@@ -1,14 +1,11 @@
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from llm_align.cli import main
 from llm_align.dpo import METHODS
-from llm_train.faults import resume_differences
+from llm_train.faults import resume_differences, run_killed
 
 FAST = ["--max_steps", "4", "--batch_size", "4", "--learning_rate", "1e-3", "--warmup_ratio", "0", "--eval_steps", "50"]
 
@@ -142,12 +139,10 @@ def _cli(workspace, out, command):
 def test_killed_and_resumed_matches_an_uninterrupted_run(workspace, tmp_path, command):
     """SIGKILL right after checkpoint 4 of 8 (`llm_train.faults`), rerun with --resume: every metric but the
     timings equals one clean run's. One run per trl trainer: reward, DPO, KTO, ORPO, CPO (SimPO)."""
-    env = {**os.environ, "TQDM_DISABLE": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     # here, as is the resume: only the killed run needs its own process
     assert main(_cli(workspace, clean, command)) == 0
-    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-align",
-                           *_cli(workspace, killed, command)], env=env, capture_output=True)
+    died = run_killed(4, "llm-align", _cli(workspace, killed, command))
     assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     assert (Path(f"{killed}.ckpt") / "checkpoint-4" / "trainer_state.json").is_file()
     assert not killed.exists() and not Path(f"{killed}.json").exists()  # nothing but checkpoints left behind

@@ -2,17 +2,14 @@
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from llm_align.cli import main
 from llm_align.data import distinct_prompts
 from llm_align.grpo import exact_answer, load_tasks
-from llm_train.faults import resume_differences
+from llm_train.faults import resume_differences, run_killed
 from transformers import AutoTokenizer
 
 
@@ -122,7 +119,6 @@ def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, t
     second epoch, so the resumed run must redraw that epoch's order and continue it (trl's PPO loop has no
     resume of its own); with 2 processes (DDP over gloo) every worker is killed and each one's share of the
     batch resumes."""
-    env = {**os.environ, "TQDM_DISABLE": "1"}
     runs = {name: (tmp_path / name, tmp_path / f"plots-{name}") for name in ("clean", "killed")}
     grpo = ["--data", str(workspace / "synth" / "sft"), "--categories", "arithmetic", "--batch_size", "8",
             "--num_generations", "4"]
@@ -142,8 +138,7 @@ def test_rl_killed_and_resumed_matches_an_uninterrupted_run(workspace, judges, t
 
     assert main(args("clean")) == 0  # here, as is the resume: only the killed run needs its own process
     killed = runs["killed"][0]
-    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-align",
-                           *args("killed")], env=env, capture_output=True)
+    died = run_killed(4, "llm-align", args("killed"))
     if processes == 1:
         assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     else:  # the launcher survives its killed workers and fails

@@ -5,14 +5,12 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import json  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from llm_compress.cli import main  # noqa: E402
 from llm_compress.distill import ChatCollator, DistillConfig, build_student, layer_map, run_distill  # noqa: E402
-from llm_train.faults import resume_differences  # noqa: E402
+from llm_train.faults import resume_differences, run_killed  # noqa: E402
 from llm_train.loop import peak_flops  # noqa: E402
 
 METRIC_KEYS = {
@@ -146,7 +144,6 @@ def test_killed_distillation_resumes_to_the_uninterrupted_runs_metrics(method, c
     """SIGKILL right after checkpoint 4 of 8 (`llm_train.faults`), rerun with --resume: every metric but the
     timings equals one clean run's; KD samples half its batches from the student (on-policy, GKD), so the
     resumed run must also continue the sampling's random stream."""
-    env = {**os.environ, "TQDM_DISABLE": "1"}
 
     def command(out):
         return ["distill", "--method", method, "--teacher", chat_teacher, "--data", str(synth / "messages"),
@@ -155,8 +152,7 @@ def test_killed_distillation_resumes_to_the_uninterrupted_runs_metrics(method, c
 
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     assert main(command(clean)) == 0  # here, as is the resume: only the killed run needs its own process
-    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-compress",
-                           *command(killed)], env=env, capture_output=True)
+    died = run_killed(4, "llm-compress", command(killed))
     assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     assert not killed.exists() and (Path(f"{killed}.ckpt") / "checkpoint-4" / "trainer_state.json").is_file()
     assert main([*command(killed), "--resume", "true"]) == 0

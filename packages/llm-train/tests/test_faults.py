@@ -2,16 +2,13 @@
 uninterrupted run's metrics (a killed 2-process run: test_distributed.py)."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from llm_train.cli import main
 from llm_train.faults import main as faults_main
-from llm_train.faults import resume_differences
+from llm_train.faults import resume_differences, run_killed
 
 
 def _command(workspace, encoder, name, out) -> list[str]:
@@ -29,12 +26,10 @@ def _command(workspace, encoder, name, out) -> list[str]:
 
 @pytest.mark.parametrize("name", ["pretrain", "full", "lora", "contrastive"])
 def test_killed_run_resumes_to_the_uninterrupted_runs_metrics(workspace, encoder, tmp_path, name):
-    env = {**os.environ, "TQDM_DISABLE": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     # here, as is the resume: only the killed run needs its own process
     assert main(_command(workspace, encoder, name, clean)) == 0
-    died = subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", "4", "llm-train",
-                           *_command(workspace, encoder, name, killed)], env=env, capture_output=True)
+    died = run_killed(4, "llm-train", _command(workspace, encoder, name, killed))
     assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
     assert (Path(f"{killed}.ckpt") / "checkpoint-4" / "trainer_state.json").is_file()
     assert not killed.exists() and not Path(f"{killed}.json").exists()  # nothing but checkpoints left behind

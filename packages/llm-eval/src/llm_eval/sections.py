@@ -433,8 +433,8 @@ SECTIONS = {
         "high acceptance rate; on a 1M-parameter model per-call overhead, not arithmetic, dominates.",
         _speculative_finding,
         lambda m: [(f"{name} speedup over greedy at identical output (x)",
-                    from_metrics(m, f"{name}_speedup") if m.get(f"{name}_identical_fraction") == 1.0 else 0.0, ">=",
-                    1.5)
+                    from_metrics(m, f"{name}_speedup") if m.get(f"{name}_identical_fraction") == 1.0 else 0.0,
+                    ">=", 1.5)
                    for name in ("assisted", "prompt_lookup") if f"{name}_speedup" in m],
         _speculative_comparisons,
     ),

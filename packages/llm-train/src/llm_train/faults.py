@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from importlib.metadata import entry_points
@@ -53,6 +54,13 @@ def arm_from_env() -> None:
     """`arm` with the step in $LLM_LAB_KILL_AFTER_STEP, if it is set (the workers' sitecustomize)."""
     if os.environ.get(ENV):
         arm(int(os.environ[ENV]))
+
+
+def run_killed(after_step: int, command: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m llm_train.faults --after_step N command args` in a child process, its output captured and
+    tqdm quiet; the caller checks how it ended (SIGKILLed with one process, a failed launcher with more)."""
+    return subprocess.run([sys.executable, "-m", "llm_train.faults", "--after_step", str(after_step), command,
+                           *args], env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True)
 
 
 def resume_differences(uninterrupted: dict, resumed: dict) -> dict[str, tuple]:
