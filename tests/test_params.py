@@ -16,11 +16,11 @@ from llm_compress.quantize import QuantizeConfig
 from llm_data.synth import SynthConfig
 from llm_data.tokenizer import TokenizerConfig
 from llm_eval.align import AlignEvalConfig
-from llm_eval.align_report import POLICIES
 from llm_eval.cot import CotEvalConfig
 from llm_eval.mlm import MlmEvalConfig
+from llm_eval.report.alignment import POLICIES
+from llm_eval.report.sections import SECTIONS
 from llm_eval.run import EvalConfig
-from llm_eval.sections import SECTIONS
 from llm_infer.attention import AttentionConfig
 from llm_infer.batch import BatchConfig
 from llm_infer.generate import GenerateConfig
@@ -140,6 +140,6 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
 
 
 def test_every_embedded_encoder_has_a_row_in_the_encoders_section():
-    from llm_eval.embed_report import ENCODERS
+    from llm_eval.report.encoders import ENCODERS
 
     assert list(ENCODERS) == PARAMS_EMBED

@@ -5,9 +5,9 @@ import math
 
 import pytest
 from llm_data.io import write_dataset
-from llm_eval import embed_report
 from llm_eval.cli import main
 from llm_eval.embed import ranks, uniformity_ci
+from llm_eval.report import encoders as embed_report
 
 # Four facts, each a document and two paraphrased queries; the probe's label is the colour word.
 FACTS = [("The capital of Kania is Lybe.", ["Lybe is the capital city of Kania.", "Kania has its capital in Lybe."]),
@@ -95,7 +95,7 @@ def test_report_section_pairs_the_encoders(encoder, sets, tmp_path):
     assert list(m["rows"]) == ["mlm", "simcse", "supervised"] and m["tasks"] == ["colour"]
     same = m["diffs"][("supervised", "mlm", "")]
     assert same.value == 0.0  # the same encoder three times: no difference, and the report says so
-    assert all("within noise" in line or "no interval" in line for line in embed_report.comparisons(m))
+    assert all("within noise" in f.line or "no interval" in f.line for f in embed_report.comparisons(m))
     assert [row[0].split(":")[0] for row in embed_report.table(m)] == ["mlm", "simcse", "supervised"]
     assert "the masked-LM encoder ranks the right document first" in embed_report.finding(m)
     assert "colour: mlm 100.0" in embed_report.finding(m)

@@ -140,11 +140,14 @@ def test_report_tables_goals_and_plots(reports):
         assert lo <= value <= hi and goal[label][1] == target, label
         met = value >= limit if target.startswith(">=") else value <= limit
         crosses = lo <= limit <= hi
-        assert goal[label][2] == ("met" if met else "missed") + (" (interval crosses the target)" if crosses else "")
+        assert goal[label][2] == ("not decided (interval crosses the target)" if crosses else
+                                  "met" if met else "missed")
     assert _interval(goal["full SFT exact match minus base (points)"][0])[0] == 75.0
     assert goal["full SFT exact match minus base (points)"][2] == "met"  # 75 points, far from 40
     assert _interval(goal["LoRA exact-match gap to full SFT (points)"][0])[0] == 6.0
-    assert goal["QLoRA exact-match gap to full SFT (points)"][2].startswith("missed")
+    # 20 points against a limit of 15, but the interval [12, 28] holds 15: the test set cannot decide it.
+    assert goal["QLoRA exact-match gap to full SFT (points)"] == ("20.00 [12.00, 28.00]", "<= 15 points",
+                                                                  "not decided (interval crosses the target)")
     assert _interval(goal["nf4 perplexity change vs sft_full (%)"][0])[0] == pytest.approx(16.67, abs=0.01)
     assert _interval(goal["int8 perplexity change vs sft_full (%)"][0])[0] == pytest.approx(1.67, abs=0.01)
     assert goal["LoRA trainable parameters (%)"] == ("1.96", "< 5%", "met")
@@ -157,31 +160,48 @@ def test_report_tables_goals_and_plots(reports):
     for name, needle in papers:
         assert needle in TECHNIQUES[name][1] and needle in md
     # Plots: PNGs beside the report, linked from Markdown and embedded in the HTML.
-    pngs = sorted(p.name for p in (reports / "fast").iterdir())
+    pngs = sorted(p.name for p in (reports / "fast").glob("*.png"))
     assert pngs == ["exact_match.png", "exact_match_by_category.png", "loss_curves.png"]
+    assert sorted(p.name for p in (reports / "fast").iterdir()) == [*pngs, "summary.json"]
     assert all((reports / "fast" / p).read_bytes().startswith(PNG) for p in pngs)
     assert "![Training and held-out loss per run](fast/loss_curves.png)" in md
     page = (reports / "fast.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3 and "fast/loss_curves.png" not in page
-    assert "<td>sft_lora</td><td>74.0 [69.0, 79.0]</td>" in page and "<td>met</td>" in page
+    assert "<td>sft_lora</td>\n<td>74.0 [69.0, 79.0]</td>" in page and "<td>met</td>" in page
     assert not list(reports.glob(".*tmp*"))  # no temp files left behind
 
 
 def _findings(md):
+    """The findings table's rows as one line each ("technique, metric: a vs b: difference, verdict"); a blank
+    technique cell continues the group above it."""
     section = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    lines, technique = [], ""
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith(("| technique |", "| --- |")):
+            continue
+        cells = [c.strip() for c in line.strip()[1:-1].split(" | ")]
+        technique = cells[0] or technique
+        lines.append(f"{technique}, {cells[2]}: {cells[1]}: {cells[3]}, {cells[4]}")
+    return lines
+
+
+def _takeaways(md):
+    section = md.split("## Key takeaways", 1)[1].split("\n## ", 1)[0]
     return [line[2:] for line in section.splitlines() if line.startswith("- ")]
 
 
 def test_findings_come_first_paired_with_intervals(reports):
     md = run_report(_cfg(reports)).read_text()
     headings = [line for line in md.splitlines() if line.startswith("## ")]
-    assert headings[0] == "## Findings" and headings[-1] == "## What ran"
+    assert headings[:2] == ["## Key takeaways", "## Findings"] and headings[-1] == "## What ran"
     assert "95% bootstrap interval" in md.split("## Side by side")[0]
     lines = _findings(md)
     assert [line.split(":")[0] for line in lines] == [
-        "Supervised fine-tuning, exact match", "LoRA, exact match", "QLoRA, exact match",
+        "Supervised fine-tuning, exact match", "Supervised fine-tuning, perplexity change", "LoRA, exact match",
+        "LoRA, perplexity change", "QLoRA, exact match", "QLoRA, perplexity change",
         "int8 quantization, exact match", "int8 quantization, perplexity change",
         "nf4 quantization, exact match", "nf4 quantization, perplexity change"]
+    lines = [line for line in lines if "perplexity" not in line or "quantization" in line]
     # Items are nested (a better model gets a superset right), so every paired difference is one-signed.
     assert lines[0].startswith("Supervised fine-tuning, exact match: sft_full vs base: +75.0 [")
     assert lines[0].endswith("points, sft_full is better")
@@ -214,7 +234,7 @@ def test_report_subset_and_missing_optional_metrics(reports):
            "| — | — | — | 4.10 | — |" in md
     assert "| LoRA trainable parameters (%) | — | < 5% | not measured |" in md
     assert "| base |" not in md and "full SFT exact match minus base" not in md
-    assert [line.split(":")[0] for line in _findings(md)] == ["LoRA, exact match"]
+    assert [line.split(":")[0] for line in _findings(md)] == ["LoRA, exact match", "LoRA, perplexity change"]
 
 
 def test_quantized_rows_compare_to_a_reference_outside_the_table(reports):
@@ -263,10 +283,14 @@ def test_compression_side_by_side(compressed):
     # Each compressed row against fp32 on the same items: exact match and perplexity. Speed is in the table
     # only: one eval run's batch-to-batch interval is no basis for a claim.
     assert [line.split(":")[0] for line in lines[:3]] == [
-        "gptq quantization, exact match", "gptq quantization, perplexity change", "sparsegpt_10 pruning, exact match"]
+        "gptq quantization, exact match", "gptq quantization, perplexity change",
+        "sparsegpt_10 pruning, perplexity change"]
     assert not [line for line in lines if "speed" in line]
-    assert "sparsegpt_10 pruning, exact match: sparsegpt_10 vs sft_full: +0.0" in md  # identical items
-    assert "magnitude_50 pruning, exact match: magnitude_50 vs sft_full: -50.0 [" in md
+    # sparsegpt_10 answers every item as fp32 does: no table row, one line under the table instead.
+    assert ("Identical on every test item, so not in the table (1): sparsegpt_10 vs sft_full (sparsegpt_10 pruning, "
+            "exact match).") in md
+    assert any(line.startswith("magnitude_50 pruning, exact match: magnitude_50 vs sft_full: -50.0 [")
+               for line in lines)
     compression = md.split("## Compression side by side", 1)[1].split("\n## ", 1)[0]
     gptq = next(line for line in compression.splitlines() if line.startswith("| gptq |"))
     assert gptq.startswith("| gptq | 1.00 (3.8x) | 4.00 (1.0x) | -1.0 [")
@@ -403,8 +427,8 @@ def test_balanced_sections(balanced):
     assert "| KV cache speedup over no cache at 256 new tokens (x) | 6.00 | >= 5 | met |" in md
     assert "| prompt_lookup speedup over greedy at identical output (x) | 0.00 | >= 1.5 | missed |" in md
     # A speed goal shows its interval over repeated runs, and says when that interval straddles the target.
-    assert ("| batch-16 throughput over batch 1 (x) | 7.00 [4.50, 9.00] | >= 5 | met (interval crosses the target) |"
-            in md)
+    assert ("| batch-16 throughput over batch 1 (x) | 7.00 [4.50, 9.00] | >= 5 | not decided (interval crosses the "
+            "target) |" in md)
     assert "| server errors over 64 requests from 16 clients | 0.00 | <= 0 | met |" in md
     assert "| none | 256 | 100.50 |" in md  # the stage's CSV becomes a table
     assert (balanced / "balanced" / "kv_cache_kv_cache_tokens_per_s.png").is_file()
@@ -444,10 +468,11 @@ def test_unknown_section_exits_2(reports, capsys):
 
 def test_contents_and_what_each_technique_bought(reports):
     md = run_report(_cfg(reports)).read_text()
-    contents = md.split("## Findings")[0]
-    for title in ("Findings", "Side by side", "What each technique bought and cost", "Goals", "What ran"):
+    contents = md.split("## Key takeaways")[0]
+    for title in ("Key takeaways", "Findings", "Side by side", "What each technique bought and cost", "Goals",
+                  "What ran"):
         anchor = title.lower().replace(" ", "-")
-        assert f"- [{title}](#{anchor})" in contents, title
+        assert f"[{title}](#{anchor})" in contents, title
     html = (reports / "fast.html").read_text()
     assert '<h2 id="what-each-technique-bought-and-cost">' in html and 'href="#what-ran"' in html
     section = md.split("## What each technique bought and cost")[1].split("\n## ")[0]

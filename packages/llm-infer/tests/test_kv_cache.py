@@ -46,10 +46,10 @@ def test_speedups_are_mean_time_ratios_with_intervals(result):
 
 
 def test_report_states_each_speedup_with_its_interval(result):
-    from llm_eval.sections import SECTIONS
+    from llm_eval.report.sections import SECTIONS
 
     metrics, _, _ = result
-    lines = SECTIONS["kv_cache"].comparisons(metrics)
+    lines = [f.line for f in SECTIONS["kv_cache"].comparisons(metrics)]
     assert [line.split(":")[1].strip() for line in lines] == [
         "dynamic KV cache vs no cache", "static KV cache vs no cache", "fp8-quantized KV cache vs no cache"]
     assert all("[" in line and "no interval" not in line for line in lines)

@@ -2,7 +2,7 @@
 interval cannot support: 'within noise' when it holds no effect, 'no interval' when there was one run."""
 
 import pytest
-from llm_eval.sections import SECTIONS
+from llm_eval.report.sections import SECTIONS
 
 
 def _with(key: str, value: float, lo: float, hi: float) -> dict:
@@ -26,7 +26,7 @@ def _with(key: str, value: float, lo: float, hi: float) -> dict:
      "Batching, speed: continuous batching vs static batch 16: 0.95 [0.80, 1.10]x, within noise"),
 ])
 def test_comparison_lines(section, metrics, line):
-    assert SECTIONS[section].comparisons(metrics) == [line]
+    assert [f.line for f in SECTIONS[section].comparisons(metrics)] == [line]
 
 
 def test_findings_say_within_noise_instead_of_a_win():

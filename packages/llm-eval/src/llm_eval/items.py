@@ -14,7 +14,7 @@ from pathlib import Path
 
 from llm_data.io import read_jsonl
 
-from llm_eval.stats import Estimate, bootstrap, paired_diff_ci, perplexity_ratio_ci, verdict
+from llm_eval.stats import Estimate, bootstrap, paired_diff_ci, perplexity_ratio_ci
 
 ANSWERS = "answers.jsonl"
 PERPLEXITY = "perplexity.jsonl"
@@ -103,13 +103,3 @@ def speed_ratio(a: Items, b: Items, seed: int = 0) -> Estimate | None:
                          "prompts; evaluate both with the same --data, --max_samples and --batch_size")
     (ta, sa), (tb, sb) = zip(*a.timings, strict=True), zip(*b.timings, strict=True)
     return bootstrap([ta, sa, tb, sb], lambda ta, sa, tb, sb: (ta / sa) / (tb / sb), seed=seed)
-
-
-def em_finding(what: str, diff: Estimate, a: str, b: str) -> str:
-    """One findings line on an exact-match difference; the report and its sections share the wording,
-    so the same comparison stated by both reads the same and is listed once."""
-    return f"{what}, exact match: {verdict(diff, a, b)}"
-
-
-def perplexity_finding(what: str, change: Estimate, a: str, b: str) -> str:
-    return f"{what}, perplexity change: {verdict(change, a, b, unit='%', higher_is_better=False)}"

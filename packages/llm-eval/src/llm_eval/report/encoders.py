@@ -12,7 +12,8 @@ from pathlib import Path
 
 from llm_data.io import read_jsonl
 
-from llm_eval.cells import DASH
+from llm_eval.report import findings as fd
+from llm_eval.report.cells import DASH
 from llm_eval.stats import Estimate, from_metrics, paired_diff_ci, verdict
 
 # name -> (what it is, its pre-training objective); table order. `mlm` is where both contrastive runs start.
@@ -122,16 +123,16 @@ def finding(m: dict) -> str:
     return text
 
 
-def comparisons(m: dict) -> list[str]:
+def comparisons(m: dict) -> list[fd.Finding]:
     labels = {"supervised": "supervised contrastive", "simcse": "SimCSE", "mlm": "masked LM",
               "random": "untrained encoder", "minilm": "all-MiniLM-L6-v2", "causal": "causal LM"}
-    lines = []
+    out = []
     for (a, b, task), diff in m["diffs"].items():
         if diff is None or (task and (a, b) not in (("mlm", "causal"), ("supervised", "mlm"))):
             continue
         what = f"probe accuracy on {task}" if task else "retrieval accuracy@1"
-        lines.append(f"Encoders, {what}: {verdict(diff, labels[a], labels[b])}.")
-    return lines
+        out.append(fd.Finding("Encoders", what, labels[a], labels[b], diff))
+    return out
 
 
 def goals(m: dict) -> list[tuple]:

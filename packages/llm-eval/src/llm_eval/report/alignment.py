@@ -17,9 +17,10 @@ from pathlib import Path
 
 from llm_data.io import read_jsonl
 
-from llm_eval.cells import png_bytes
-from llm_eval.items import em_finding, exact_match_diff, load_items
-from llm_eval.stats import Estimate, from_metrics, paired_diff_ci, verdict
+from llm_eval.items import exact_match_diff, load_items
+from llm_eval.report import findings as fd
+from llm_eval.report.cells import png_bytes
+from llm_eval.stats import Estimate, from_metrics, paired_diff_ci
 
 # Table order; the rows present are shown. `sft_full` is the reference every policy is judged against.
 POLICIES = ("sft_full", "dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "ppo", "ppo_nokl", "grpo", "rloo")
@@ -147,8 +148,8 @@ def finding(m: dict) -> str:
     return "; ".join(parts) + "."
 
 
-def comparisons(m: dict) -> list[str]:
-    lines = []
+def comparisons(m: dict) -> list[fd.Finding]:
+    out = []
     for name, row in m["rows"].items():
         if name == REFERENCE:
             continue
@@ -156,30 +157,26 @@ def comparisons(m: dict) -> list[str]:
         if win is not None:
             # A win rate is compared with 50%, the rate of a policy no better than the reference.
             shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
-            lines.append(
-                f"{name} vs SFT, gold-judge win rate {win.fmt(1)}%: "
-                + verdict(shifted, name, "sft_full", unit=" points over 50%")
-            )
+            out.append(fd.Finding(name, f"gold-judge win rate {win.fmt(1)}%", name, REFERENCE, shifted,
+                                  unit=" points over 50%"))
         for category, what, better in (
             ("safety", "harmful requests refused", True),
             ("benign", "benign look-alikes refused", False),
         ):
             change = m.get(f"{name}_{category}_change")
             if change is not None:
-                lines.append(f"{name} vs SFT, {what}: {verdict(change, name, 'sft_full', higher_is_better=better)}")
+                out.append(fd.Finding(name, what, name, REFERENCE, change, higher_is_better=better))
         if m.get(f"{name}_em_change") is not None:
-            lines.append(em_finding(f"{name} vs SFT", m[f"{name}_em_change"], name, REFERENCE))
+            out.append(fd.exact_match(name, m[f"{name}_em_change"], name, REFERENCE))
         checkable = m.get(f"{name}_{CHECKABLE}_em_change")
         if name in RL_LOGS and checkable is not None:
-            lines.append(em_finding(f"{name} vs SFT ({CHECKABLE})", checkable, name, REFERENCE))
+            out.append(fd.Finding(name, f"exact match ({CHECKABLE})", name, REFERENCE, checkable))
         for key, what in (("proxy_change", "proxy reward"), ("gold_change", "gold-judge score")):
             change = from_metrics(row["train"], key)
             if change is not None:
-                lines.append(
-                    f"{name}, {what} from the first to the last step of training (same validation prompts): "
-                    + verdict(change, f"{name}'s last step", "its first", unit="", digits=2)
-                )
-    return lines
+                out.append(fd.Finding(name, f"{what}, last vs first training step (same validation prompts)",
+                                      f"{name}'s last step", "its first", change, unit="", digits=2))
+    return out
 
 
 def goals(m: dict) -> list[tuple]:

@@ -20,22 +20,20 @@ them, so it is one self-contained file.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_data.io import atomic_dir
 
-from llm_eval import compression, summary
-from llm_eval.cells import DASH, png_bytes
-from llm_eval.cells import number as _fmt
-from llm_eval.items import Items, em_finding, exact_match_diff, load_items, perplexity_change
+from llm_eval.items import Items, exact_match_diff, load_items, perplexity_change
+from llm_eval.report import card, compression, render, summary
+from llm_eval.report import findings as fd
+from llm_eval.report.cells import DASH, png_bytes
+from llm_eval.report.cells import number as _fmt
 from llm_eval.stats import Estimate, from_metrics
 
 QUANTIZED = ("int8", "nf4")
@@ -172,6 +170,11 @@ class ReportConfig:
         default="sft_full",
         metadata={"help": "Row the quantized rows are compared to (memory, perplexity); the distillation teacher."},
     )
+    machine: str = field(
+        default="",
+        metadata={"help": "The machine the stages ran on, for the report card ('' = this machine: CPU model, "
+                  "vector extensions, cores). Name it when rebuilding reports from metrics measured elsewhere."},
+    )
     sections: str = field(
         default="",
         metadata={"help": "Comma list of extra sections after the model table: mlm, encoders, cot, alignment, distill, "
@@ -187,7 +190,7 @@ class ReportConfig:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"models lists {duplicates} more than once")
-        from llm_eval.sections import SECTIONS
+        from llm_eval.report.sections import SECTIONS
 
         unknown = [s for s in self.section_names if s not in SECTIONS]
         if unknown:
@@ -318,6 +321,10 @@ def category_table(rows: dict[str, dict], cats: list[str]) -> list[list[str]]:
             for name, row in rows.items()]
 
 
+NOT_DECIDED = "not decided (interval crosses the target)"
+GOAL_STATES = ("met", "missed", "not decided")
+
+
 @dataclass
 class Goal:
     label: str
@@ -333,13 +340,14 @@ class Goal:
 
     @property
     def verdict(self) -> str:
+        """met, missed, or not decided: an interval across the target means the test set cannot settle it."""
         if self.value is None:
             return "not measured"
         if self.met is None:
             return "info"
-        # The verdict is on the point estimate; an interval across the target says it could go either way.
-        crosses = self.ci is not None and self.threshold is not None and self.ci.contains(self.threshold)
-        return ("met" if self.met else "missed") + (" (interval crosses the target)" if crosses else "")
+        if self.ci is not None and self.threshold is not None and self.ci.contains(self.threshold):
+            return NOT_DECIDED
+        return "met" if self.met else "missed"
 
 
 def _goal(label: str, value: float | Estimate | None, op: str, threshold: float | None, unit: str) -> Goal:
@@ -402,18 +410,21 @@ def goals(rows: dict[str, dict], reference: str, ref_eval: dict[str, float], ref
     return out
 
 
-def findings(rows: dict[str, dict], reference: str, cmp: dict[str, compression.Change]) -> list[str]:
-    """One line per comparison between rows, each on the paired difference with its interval; `cmp`: the
-    compressed rows against the reference (`compression.changes`)."""
-    def em(a: str, b: str, what: str) -> list[str]:
+def findings(rows: dict[str, dict], reference: str, cmp: dict[str, compression.Change]) -> list[fd.Finding]:
+    """Every comparison between rows, each on the paired difference with its interval: each fine-tuned model
+    against the one it was made from (exact match, perplexity on held-out text), `cmp`: the compressed rows
+    against the reference (`compression.changes`), the distilled student against its control."""
+    def pair(a: str, b: str, what: str) -> list[fd.Finding]:
         if not {a, b} <= rows.keys():
             return []
-        return [em_finding(what, exact_match_diff(rows[a]["items"], rows[b]["items"]), a, b)]
+        out = [fd.exact_match(what, exact_match_diff(rows[a]["items"], rows[b]["items"]), a, b)]
+        change = perplexity_change(rows[a]["items"], rows[b]["items"])
+        return out + ([fd.perplexity(what, change, a, b)] if change is not None else [])
 
-    lines = em("sft_full", "base", "Supervised fine-tuning") + em("sft_lora", "sft_full", "LoRA")
-    lines += em("sft_qlora", "sft_full", "QLoRA")
-    lines += compression.findings(rows, reference, cmp)
-    return lines + em("student_kd", "student_sft", "Distillation")
+    out = pair("sft_full", "base", "Supervised fine-tuning") + pair("sft_lora", "sft_full", "LoRA")
+    out += pair("sft_qlora", "sft_full", "QLoRA")
+    out += compression.findings(rows, reference, cmp)
+    return out + pair("student_kd", "student_sft", "Distillation")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -474,121 +485,97 @@ def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
     return png_bytes(fig)
 
 
-# ----------------------------------------------------------------------------- rendering
-
-# A report is a list of blocks, rendered once to Markdown and once to HTML:
-# ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", headers, rows), ("img", file name, alt text),
-# ("contents",): a linked list of the report's h2 headings.
-
-
-def _anchor(title: str) -> str:
-    """The heading's id as GitHub renders Markdown: lower case, punctuation dropped, spaces as hyphens."""
-    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
-
-
-def _headings(blocks: list[tuple]) -> list[str]:
-    return [block[1] for block in blocks if block[0] == "h2"]
-
-
-def _md(text: str) -> str:
-    """Escape what Markdown would read as an HTML tag (`<name>`) or as a table border."""
-    return re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text).replace("|", "\\|")
-
-
-def to_markdown(blocks: list[tuple], image_dir: str) -> str:
-    out = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h1":
-            out.append(f"# {block[1]}")
-        elif kind == "h2":
-            out.append(f"## {block[1]}")
-        elif kind == "h3":
-            out.append(f"### {block[1]}")
-        elif kind == "contents":
-            out.append("\n".join(f"- [{_md(t)}](#{_anchor(t)})" for t in _headings(blocks)))
-        elif kind == "p":
-            out.append(_md(block[1]))
-        elif kind == "ul":
-            out.append("\n".join(f"- {_md(item)}" for item in block[1]))
-        elif kind == "table":
-            headers, rows = block[1], block[2]
-            lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-            lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
-            out.append("\n".join(lines))
-        elif kind == "img":
-            out.append(f"![{block[2]}]({image_dir}/{block[1]})")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
-    "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;"
-    "text-align:right}th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
-    "img{max-width:100%}"
-)
-
-
-def to_html(blocks: list[tuple], images: dict[str, bytes], title: str) -> str:
-    e = html.escape
-    out = ["<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">",
-           f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>"]
-    for block in blocks:
-        kind = block[0]
-        if kind == "h2":
-            out.append(f"<h2 id=\"{_anchor(block[1])}\">{e(block[1])}</h2>")
-        elif kind in ("h1", "h3", "p"):
-            out.append(f"<{kind}>{e(block[1])}</{kind}>")
-        elif kind == "contents":
-            out.append("<ul>" + "".join(f"<li><a href=\"#{_anchor(t)}\">{e(t)}</a></li>" for t in _headings(blocks))
-                       + "</ul>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(h)}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block[2])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode(images[block[1]]).decode("ascii")
-            out.append(f"<p><img alt=\"{e(block[2])}\" src=\"data:image/png;base64,{data}\"></p>")
-    out.append("</body>\n</html>\n")
-    return "\n".join(out)
-
+# ----------------------------------------------------------------------------- the report
 
 FINDINGS_INTRO = (
-    "What a learner should take away. Brackets are 95% bootstrap intervals: over test items for exact "
-    "match, ROUGE-L, BLEU and perplexity (held-out text windows), over repeated runs for timings. Each line "
-    "compares two models on the same items, resampled together (the paired difference), so item "
-    "difficulty cancels. 'Within noise' means the interval of the difference contains 0 (no effect): "
-    "another test set of the same size could reverse the sign, so no winner is named."
+    "Every comparison, one row each: the paired difference over the same test items (or repeated timings) "
+    "with its 95% bootstrap interval. A winner is named only when the interval excludes no effect."
 )
+HOW_TO_READ = (
+    "How to read the findings. Brackets are 95% bootstrap intervals: over test items for exact match, ROUGE-L, "
+    "BLEU and perplexity (held-out text windows), over repeated runs for timings. Each row compares two models "
+    "on the same items, resampled together (the paired difference), so item difficulty cancels. 'Within noise' "
+    "means the interval of the difference contains no effect: another test set of the same size could reverse "
+    "the sign, so no winner is named. A speed ratio whose interval spans more than 2x comes from unstable "
+    "timings (one slow run can do it): rerun with more repeats before reading it."
+)
+
+
+def _free_text_items(rows: dict[str, dict]) -> int:
+    """How many test items ROUGE-L and BLEU score (llm-eval run scores only the free-text categories)."""
+    from llm_eval.run import FREE_TEXT
+
+    items = next(iter(rows.values()))["items"]
+    if not any(items.categories):
+        return len(items.prompts)
+    return sum(c in FREE_TEXT for c in items.categories)
+
+
+def _compression_costs(rows: dict, reference: str, cmp: dict[str, compression.Change]) -> tuple[str, set[str]] | None:
+    """The takeaway on what quantization saves on disk against what it costs in exact match, and the findings
+    groups it covers."""
+    sized = sorted(((rows[n]["quantize"]["size_ratio"], n) for n in cmp if rows[n]["quantize"].get("size_ratio")),
+                   reverse=True)
+    if not sized:
+        return None
+    parts = []
+    for ratio, name in sized[:4]:
+        f = fd.exact_match("", cmp[name].exact_match, name, reference)
+        parts.append(f"{name} {ratio:.1f}x smaller at {f.difference} ({f.verdict})")
+    text = f"Quantization trades size on disk for exact match against {reference}: " + "; ".join(parts) + "."
+    return text, {f"{name} quantization" for _, name in sized[:4]}
+
+
+def goal_tally(goal_list: list[Goal]) -> dict[str, int]:
+    verdicts = [g.verdict for g in goal_list]
+    return {state: sum(v.split(" (")[0] == state for v in verdicts) for state in GOAL_STATES}
 
 
 def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], images: dict,
                  reference: tuple[dict, Items | None] = ({}, None),
-                 extra: tuple[list[tuple], list[tuple], list[str]] = ([], [], [])) -> list[tuple]:
-    """The report's blocks; `extra` = (section blocks, section goals as (label, value, op, threshold),
-    section comparison lines)."""
+                 extra: tuple[list[tuple], list[tuple], list[fd.Finding]] = ([], [], [])
+                 ) -> tuple[list[tuple], dict]:
+    """(the report's blocks, its summary for the report card); `extra` = (section blocks, section goals as
+    (label, value, op, threshold), section findings)."""
     extra_blocks, extra_goals, extra_findings = extra
     ref_eval, ref_items = reference
     cmp = compression.changes(rows, cfg.reference, ref_items)
-    # A comparison stated both by the report and by a section (distillation) reads the same: list it once.
-    lines = list(dict.fromkeys(findings(rows, cfg.reference, cmp) + extra_findings))
+    # A comparison stated both by the report and by a section (distillation) is the same finding: list it once.
+    found = list(dict.fromkeys(findings(rows, cfg.reference, cmp) + extra_findings))
+    goal_list = goals(rows, cfg.reference, ref_eval, ref_items)
+    goal_list += [_goal(label, value, op, None if op == "info" else threshold, "")
+                  for label, value, op, threshold in compression.goals(rows, cfg.reference, cmp) + extra_goals]
+    tally = goal_tally(goal_list)
+    key = fd.takeaways(found, tally, _compression_costs(rows, cfg.reference, cmp))
+    finding_rows, identical = fd.table(found)
     blocks: list[tuple] = [
         ("h1", f"llm-lab report: preset {cfg.preset}"),
         ("contents",),
+        ("h2", "Key takeaways"),
+        ("ul", key),
         ("h2", "Findings"),
         ("p", FINDINGS_INTRO),
-        ("ul", lines) if lines else ("p", "No two rows here are compared."),
+    ]
+    if finding_rows:
+        blocks.append(("table", list(fd.FINDINGS_COLUMNS), finding_rows))
+    if identical:
+        blocks.append(("p", fd.identical_line(identical)))
+    if not found:
+        blocks.append(("p", "No two rows here are compared."))
+    blocks += [
+        ("p", HOW_TO_READ),
         ("h2", "Side by side"),
-        ("p", f"Exact match, ROUGE-L and BLEU are 0-100 (higher is better); perplexity is on held-out text "
-              f"(lower is better); each is shown as value [95% interval over test items]. Trainable "
+        ("p", f"Exact match is 0-100 over every test item (higher is better); ROUGE-L and BLEU (0-100) score only the "
+              f"{_free_text_items(rows)} free-text items (summarization and translation) against their reference "
+              f"reply, so a model that answers all of those exactly reads 100 on both. Perplexity is on held-out "
+              f"text (lower is better). Each is shown as value [95% interval over test items]. Trainable "
               f"parameters, train time and size on disk come from the training, quantization or pruning stage; "
               f"memory is the loaded model's footprint; tokens/s is greedy decoding speed over the test prompts "
               f"in one run [95% interval over its generation batches; runs on another load of the machine "
               f"differ by more]. {DASH} = not measured."),
         ("table", list(TABLE_COLUMNS), main_table(rows)),
     ]
+
     bought = summary.table(rows, cfg.reference)
     if bought:
         blocks += [("h2", "What each technique bought and cost"),
@@ -600,13 +587,10 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
     if cats:
         blocks += [("h2", "Exact match per category"),
                    ("table", ["model", *cats], category_table(rows, cats))]
-    goal_list = goals(rows, cfg.reference, ref_eval, ref_items)
-    goal_list += [_goal(label, value, op, None if op == "info" else threshold, "")
-                  for label, value, op, threshold in compression.goals(rows, cfg.reference, cmp) + extra_goals]
     if goal_list:
         blocks += [("h2", "Goals"),
-                   ("p", "The verdict is on the point estimate; where the 95% interval straddles the target "
-                         "it says so, because the test set cannot settle it."),
+                   ("p", "Met or missed where the 95% interval lies on one side of the target; not decided where "
+                         "it straddles the target, because the test set cannot settle it."),
                    ("table", ["goal", "value", "target", "verdict"],
                     [[g.label, g.shown, g.target, g.verdict] for g in goal_list])]
     blocks.append(("h2", "Plots"))
@@ -634,13 +618,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
         ("ul", [f"{name}: {', '.join(row['files'])}; items eval_{name}/"
                 + (f"; loss curves train_{name}/" if name in curves else "") for name, row in rows.items()]),
     ]
-    return blocks
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    return blocks, card.summary(cfg.preset, rows, found, key, tally)
 
 
 def run_report(cfg: ReportConfig) -> Path:
@@ -653,23 +631,26 @@ def run_report(cfg: ReportConfig) -> Path:
         images["loss_curves.png"] = plot_losses(curves, list(rows))
     if cats:
         images["exact_match_by_category.png"] = plot_categories(rows, cats)
-    from llm_eval.sections import build
+    from llm_eval.report.sections import build
 
     section_blocks, section_images, section_goals, section_comparisons = build(
         cfg.section_names, cfg.metrics_dir, cfg.plots_dir, _read_json, teacher=cfg.reference,
         items_dir=cfg.items_dir,
     )
     images.update(section_images)
-    blocks = build_blocks(cfg, rows, curves, cats, images, load_reference(cfg, rows),
-                          (section_blocks, section_goals, section_comparisons))
-    title = f"llm-lab report: preset {cfg.preset}"
-    markdown, page = to_markdown(blocks, cfg.preset), to_html(blocks, images, title)
+    blocks, summary_data = build_blocks(cfg, rows, curves, cats, images, load_reference(cfg, rows),
+                                        (section_blocks, section_goals, section_comparisons))
+    summary_data["machine"] = cfg.machine or card.machine()
+    markdown = render.to_markdown(blocks, cfg.preset)
+    page = render.to_html(markdown, images, f"llm-lab report: preset {cfg.preset}")
 
     out_dir = Path(cfg.out_dir)
     with atomic_dir(out_dir / cfg.preset) as tmp:
         for file, data in images.items():
             (tmp / file).write_bytes(data)
+        (tmp / card.SUMMARY).write_text(json.dumps(summary_data, indent=1) + "\n")
     md = out_dir / f"{cfg.preset}.md"
-    _write_text(md, markdown)
-    _write_text(out_dir / f"{cfg.preset}.html", page)
+    render.write_text(md, markdown)
+    render.write_text(out_dir / f"{cfg.preset}.html", page)
+    card.write_card(out_dir)
     return md

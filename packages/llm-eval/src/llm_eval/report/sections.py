@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_eval import align_report, embed_report
-from llm_eval.cells import DASH
-from llm_eval.items import em_finding, exact_match_diff, load_items
+from llm_eval.items import exact_match_diff, load_items
+from llm_eval.report import alignment as align_report
+from llm_eval.report import encoders as embed_report
+from llm_eval.report import findings as fd
+from llm_eval.report.cells import DASH
 from llm_eval.stats import from_metrics, verdict
 
 
@@ -29,9 +31,9 @@ class Section:
     about: str  # the technique and its paper
     finding: Callable[[dict], str]  # what the numbers show, from the metrics
     goals: Callable[[dict], list[tuple[str, float | None, str, float]]]  # (label, value, op, threshold)
-    # The comparisons this section states, one line each with its 95% interval and a verdict from
-    # llm_eval.stats.verdict ("within noise" when the interval holds no effect); the report opens with them.
-    comparisons: Callable[[dict], list[str]] = lambda m: []
+    # The comparisons this section states (llm_eval.report.findings), each with its 95% interval and a verdict
+    # ("within noise" when the interval holds no effect); the report's findings table lists them.
+    comparisons: Callable[[dict], list[fd.Finding]] = lambda m: []
     folder: str = ""  # plots_dir sub-folder whose CSV tables and PNGs the section shows ('' = infer_<name>)
 
 
@@ -79,17 +81,17 @@ _STRATEGIES = {"beam": "beam search", "temperature": "temperature sampling", "to
 
 
 def _ratio(m: dict, key: str) -> str:
-    """'3.08 [2.90, 3.25]x', a dash when not measured; ' (within noise: ...)' follows when it holds 1."""
+    """'3.08 [2.90, 3.25]x', a dash when not measured; why it decides nothing follows when it does not
+    (`findings.ratio_note`: within noise, or unstable timings)."""
     estimate = from_metrics(m, key)
     if estimate is None:
         return DASH
-    return f"{estimate.fmt(2)}x" + (" (within noise: no measurable difference)" if estimate.contains(1.0) else "")
+    return f"{estimate.fmt(2)}x{fd.ratio_note(estimate)}"
 
 
-def _speed_lines(what: str, m: dict, pairs: tuple[tuple[str, str, str], ...]) -> list[str]:
-    """A findings line per measured ratio (key, a, b): a's speed over b's, its interval and the verdict."""
-    return [f"{what}, speed: {verdict(from_metrics(m, key), a, b, unit='x', null=1.0, digits=2)}"
-            for key, a, b in pairs if key in m]
+def _speed_lines(what: str, m: dict, pairs: tuple[tuple[str, str, str], ...]) -> list[fd.Finding]:
+    """A finding per measured ratio (key, a, b): a's speed over b's, with its interval."""
+    return [fd.speed(what, from_metrics(m, key), a, b) for key, a, b in pairs if key in m]
 
 
 def _em_vs_greedy(m: dict, strategy: str) -> str:
@@ -119,7 +121,7 @@ def _generate_finding(m: dict) -> str:
 
 def _generate_comparisons(m: dict) -> list[str]:
     strategies = [k.removesuffix("_em_vs_greedy") for k in m if k.endswith("_em_vs_greedy")]
-    return [em_finding("Decoding", from_metrics(m, f"{s}_em_vs_greedy"), _STRATEGIES.get(s, s), "greedy")
+    return [fd.exact_match("Decoding", from_metrics(m, f"{s}_em_vs_greedy"), _STRATEGIES.get(s, s), "greedy")
             for s in strategies]
 
 
@@ -131,7 +133,11 @@ def _kv_finding(m: dict) -> str:
             f"{_ratio(m, 'static_speedup')}"
             + (f", the fp8-quantized cache at {_ratio(m, 'quantized_speedup')} while holding "
                f"{_f(m.get('quantized_cache_mb'), 3)} MB instead of {_f(m.get('dynamic_cache_mb'), 3)} MB"
-               if "quantized_speedup" in m else "") + ".")
+               if "quantized_speedup" in m else "")
+            + (f"; the quantized cache changes the reply: {_f(100 * (1 - m['quantized_token_agreement']), 0)}% of its "
+               "greedy tokens differ from the uncached run's, so it is a lossy trade, not a free speedup"
+               if m.get("quantized_token_agreement") is not None and m.get("quantized_matches_no_cache") == 0 else "")
+            + ".")
 
 
 def _kv_comparisons(m: dict) -> list[str]:
@@ -250,7 +256,7 @@ def _parity_goals(m: dict) -> list[tuple]:
 
 
 def _parity_comparisons(m: dict) -> list[str]:
-    return [em_finding(f"Parity, {form}", from_metrics(m, f"{form}_exact_match_diff"), form, ref)
+    return [fd.exact_match(f"Parity, {form}", from_metrics(m, f"{form}_exact_match_diff"), form, ref)
             for form, ref in _parity_pairs(m) if f"{form}_exact_match_diff" in m]
 
 
@@ -352,7 +358,7 @@ SECTIONS = {
         "after the last answer marker (the whole reply when there is none).",
         _cot_finding,
         lambda m: [("chain-of-thought gain over direct answers, multi-step items (points)", m["gain"], ">=", 15)],
-        lambda m: [em_finding("Chain-of-thought tuning", m["gain"], "chain-of-thought", "direct")],
+        lambda m: [fd.exact_match("Chain-of-thought tuning", m["gain"], "chain-of-thought", "direct")],
     ),
     "alignment": Section(
         "Alignment: reward model, preference optimisation and RL", "",
@@ -388,7 +394,7 @@ SECTIONS = {
         _distill_finding,
         lambda m: [("distilled student exact match, % of teacher", m.get("kd_percent_of_teacher"), "info", 0),
                    ("distillation gain over the SFT control (points)", m.get("kd_gain"), "info", 0)],
-        lambda m: [em_finding("Distillation", m["kd_gain"], "student_kd", "student_sft")],
+        lambda m: [fd.exact_match("Distillation", m["kd_gain"], "student_kd", "student_sft")],
     ),
     "generate": Section(
         "Decoding strategies", "infer_generate.json", "infer_generate",
@@ -511,6 +517,19 @@ def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], [[_cell(cell) for cell in row] for row in rows[1:]]
 
 
+def _token_agreement(path: Path, m: dict) -> float | None:
+    """The quantized cache's share of greedy tokens equal to the uncached run's, at the headline length (the
+    table's token_agreement column; None when the table or the row is missing)."""
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if (row.get("cache") == "quantized" and row.get("token_agreement")
+                    and float(row.get("new_tokens", "nan")) == m.get("max_new_tokens")):
+                return float(row["token_agreement"])
+    return None
+
+
 def distill_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], teacher: str,
                     items_dir: str | Path = "reports/items") -> dict:
     """Join train_student_<kd|sft>.json with the eval rows of teacher and students into one dict.
@@ -575,6 +594,9 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no metrics for section {name!r} (run `dvc repro {section.stage}`)")
             metrics = read_json(path)
+        folder = Path(plots_dir) / (section.folder or f"infer_{name}")
+        if name == "kv_cache":
+            metrics["quantized_token_agreement"] = _token_agreement(folder / "kv_cache.csv", metrics)
         blocks += [("h2", section.title), ("p", section.about)]
         finding = section.finding(metrics)
         if finding:
@@ -598,7 +620,6 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             for file, png in align_report.plots(metrics).items():
                 images[file] = png
                 blocks.append(("img", file, f"{section.title}: {file[len('alignment_'):-4].replace('_', ' ')}"))
-        folder = Path(plots_dir) / (section.folder or f"infer_{name}")
         for table in sorted(folder.glob("*.csv")):
             headers, rows = _read_table(table)
             blocks.append(("table", headers, rows))

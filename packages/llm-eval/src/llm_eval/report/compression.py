@@ -16,15 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llm_eval.cells import DASH, number, png_bytes
-from llm_eval.items import (
-    Items,
-    em_finding,
-    exact_match_diff,
-    perplexity_change,
-    perplexity_finding,
-    speed_ratio,
-)
+from llm_eval.items import Items, exact_match_diff, perplexity_change, speed_ratio
+from llm_eval.report import findings as fd
+from llm_eval.report.cells import DASH, number, png_bytes
 from llm_eval.stats import Estimate, from_metrics
 
 CURVE_ROW = re.compile(r"(?P<method>[a-z]+)_(?P<percent>\d+)")
@@ -99,14 +93,14 @@ def changes(rows: dict[str, dict], reference: str, ref_items: Items | None) -> d
             for name in compressed(rows, reference)}
 
 
-def findings(rows: dict[str, dict], reference: str, cmp: dict[str, Change]) -> list[str]:
-    lines = []
+def findings(rows: dict[str, dict], reference: str, cmp: dict[str, Change]) -> list[fd.Finding]:
+    out = []
     for name, change in cmp.items():
         what = f"{name} {'pruning' if rows[name].get('prune') else 'quantization'}"
-        lines.append(em_finding(what, change.exact_match, name, reference))
+        out.append(fd.exact_match(what, change.exact_match, name, reference))
         if change.perplexity is not None:
-            lines.append(perplexity_finding(what, change.perplexity, name, reference))
-    return lines
+            out.append(fd.perplexity(what, change.perplexity, name, reference))
+    return out
 
 
 def goals(rows: dict[str, dict], reference: str, cmp: dict[str, Change]) -> list[tuple]:

@@ -10,8 +10,8 @@ decoding speed against the same model.
 
 from __future__ import annotations
 
-from llm_eval.cells import DASH
 from llm_eval.items import exact_match_diff, perplexity_change, speed_ratio
+from llm_eval.report.cells import DASH
 from llm_eval.stats import Estimate
 
 COLUMNS = ("model", "compared with", "exact match change (points)", "perplexity change (%)", "train time (s)",
