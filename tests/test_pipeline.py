@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from llm_eval.report.findings import read_back
 
 from tests.conftest import REPO
 
@@ -120,10 +121,13 @@ def test_path_writes_reports_and_metrics(repo_copy, path_run):
     sft = json.loads((repo_copy / "reports/metrics/eval_sft_full.json").read_text())["exact_match"]
     base = json.loads((repo_copy / "reports/metrics/eval_base.json").read_text())["exact_match"]
     assert sft > base  # fine-tuning on the tasks must beat the raw pre-trained model
-    # The report opens with its comparisons, each with an interval; the plumbing comes last.
+    # The report opens with its key takeaways and its comparisons, each with an interval; the plumbing comes last.
     headings = [line for line in report.splitlines() if line.startswith("## ")]
-    assert headings[0] == "## Findings" and headings[-1] == "## What ran"
-    assert "LoRA" in report.split("## Side by side")[0] and "[" in report.split("## Side by side")[0]
+    assert headings[:2] == ["## Key takeaways", "## Findings"] and headings[-1] == "## What ran"
+    assert any(line.startswith("LoRA, exact match: sft_lora vs sft_full: ") for line in read_back(report))
+    assert 3 <= len(report.split("## Key takeaways")[1].split("\n## ")[0].strip().splitlines()) <= 8
+    card = (repo_copy / "reports" / "card.md").read_text()
+    assert "| fast |" in card and "| balanced |" in card and "| Supervised fine-tuning | fast |" in card
     for row in ("sft_full", "sft_lora"):
         items = repo_copy / "reports" / "items" / f"eval_{row}" / "answers.jsonl"
         assert len(items.read_text().splitlines()) == json.loads(
@@ -166,13 +170,16 @@ def test_alignment_path_judges_every_policy(repo_copy, path_run):
     assert "path alignment: done" in out
     report = (repo_copy / "reports" / "alignment.md").read_text()
     assert "## Alignment: reward model, preference optimisation and RL" in report
+    findings = read_back(report)
     for policy in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "ppo", "ppo_nokl", "grpo", "rloo"):
         m = json.loads((repo_copy / "reports/metrics" / f"align_{policy}.json").read_text())
         assert 0 <= m["win_rate_lo"] <= m["win_rate"] <= m["win_rate_hi"] <= 100
-        assert f"{policy} vs SFT, gold-judge win rate" in report.split("## Side by side")[0]
+        assert any(line.startswith(f"{policy}, gold-judge win rate ") for line in findings), policy
     for policy in ("ppo", "ppo_nokl", "grpo", "rloo"):  # the over-optimisation curve's start-to-end changes
-        assert f"{policy}, gold-judge score from the first to the last step" in report
-    assert "grpo vs SFT (arithmetic), exact match" in report
+        assert any(line.startswith(f"{policy}, gold-judge score, last vs first training step") or
+                   f"{policy}'s last step vs its first ({policy}, gold-judge score" in line for line in findings)
+    assert any(line.startswith("grpo, exact match (arithmetic): grpo vs sft_full: ") or
+               "grpo vs sft_full (grpo, exact match (arithmetic))" in line for line in findings)
     for image in ("overoptimisation", "rl_training"):
         assert (repo_copy / "reports" / "alignment" / f"alignment_{image}.png").is_file()
     gold = json.loads((repo_copy / "reports/metrics/reward_gold.json").read_text())
@@ -186,11 +193,12 @@ def test_inference_path_compares_every_compressed_form(repo_copy, path_run):
     for title in ("Compression side by side", "vLLM against transformers generate", "Serving with vLLM",
                   "Train/serve parity", "Batching", "Speculative decoding"):
         assert f"## {title}" in report, title
-    findings = report.split("## Side by side")[0]
+    findings = "\n".join(read_back(report))
     for row, kind in (("gptq", "quantization"), ("awq", "quantization"), ("quanto_int8", "quantization"),
                       ("quanto_int4", "quantization"), ("magnitude_70", "pruning"), ("sparsegpt_2of4", "pruning")):
-        assert f"{row} {kind}, exact match: {row} vs sft_full:" in findings, row
-        assert f"{row} {kind}, perplexity change: {row} vs sft_full:" in findings, row
+        for metric in ("exact match", "perplexity change"):  # a row, or named among the identical ones
+            assert (f"{row} {kind}, {metric}: {row} vs sft_full:" in findings
+                    or f"{row} vs sft_full ({row} {kind}, {metric})" in findings), (row, metric)
     metrics = repo_copy / "reports" / "metrics"
 
     def load(name):
@@ -229,8 +237,10 @@ def test_complete_path_adds_mlm_contrastive_and_cot_and_reruns_nothing_shared(re
                   "Alignment: reward model, preference optimisation and RL", "Compression side by side",
                   "vLLM against transformers generate", "Train/serve parity"):
         assert title in headings, title
-    assert "- [Chain-of-thought tuning](#chain-of-thought-tuning)" in report  # the contents list
-    assert "Chain-of-thought tuning, exact match: chain-of-thought vs direct:" in report.split("## Side by side")[0]
+    assert "[Chain-of-thought tuning](#chain-of-thought-tuning)" in report.split("## Key takeaways")[0]  # contents
+    assert any(line.startswith("Chain-of-thought tuning, exact match: chain-of-thought vs direct:")
+               or "chain-of-thought vs direct (Chain-of-thought tuning, exact match)" in line
+               for line in read_back(report))
     metrics = repo_copy / "reports" / "metrics"
     mlm = json.loads((metrics / "eval_mlm.json").read_text())
     assert 0 <= mlm["masked_accuracy_lo"] <= mlm["masked_accuracy"] <= mlm["masked_accuracy_hi"] <= 100

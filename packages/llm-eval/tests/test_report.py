@@ -9,6 +9,7 @@ import random  # noqa: E402
 import pytest  # noqa: E402
 from llm_eval.cli import main  # noqa: E402
 from llm_eval.report import TECHNIQUES, ReportConfig, run_report  # noqa: E402
+from llm_eval.report.findings import read_back  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CATS = {"arithmetic": 0, "facts": 1}
@@ -172,17 +173,7 @@ def test_report_tables_goals_and_plots(reports):
 
 
 def _findings(md):
-    """The findings table's rows as one line each ("technique, metric: a vs b: difference, verdict"); a blank
-    technique cell continues the group above it."""
-    section = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
-    lines, technique = [], ""
-    for line in section.splitlines():
-        if not line.startswith("| ") or line.startswith(("| technique |", "| --- |")):
-            continue
-        cells = [c.strip() for c in line.strip()[1:-1].split(" | ")]
-        technique = cells[0] or technique
-        lines.append(f"{technique}, {cells[2]}: {cells[1]}: {cells[3]}, {cells[4]}")
-    return lines
+    return [line for line in read_back(md) if not line.startswith("Identical")]
 
 
 def _takeaways(md):

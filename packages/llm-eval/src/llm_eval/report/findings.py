@@ -145,6 +145,20 @@ def identical_line(identical: list[Finding]) -> str:
     return f"Identical on every test item, so not in the table ({len(identical)}): {names}."
 
 
+def read_back(markdown: str) -> list[str]:
+    """A report's findings table, read from its Markdown, as `Finding.line`s (a blank technique cell continues
+    the group above it); then the line of comparisons identical on every item, if there is one."""
+    section = markdown.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    lines, technique = [], ""
+    for row in section.splitlines():
+        if not row.startswith("| ") or row.startswith(("| technique |", "| --- |")):
+            continue
+        cells = [c.strip().replace("\\|", "|") for c in row.strip()[1:-1].split(" | ")]
+        technique = cells[0] or technique
+        lines.append(f"{technique}, {cells[2]}: {cells[1]}: {cells[3]}, {cells[4]}")
+    return lines + [row for row in section.splitlines() if row.startswith("Identical on every test item")]
+
+
 # ----------------------------------------------------------------------------- takeaways
 
 
@@ -239,4 +253,4 @@ def takeaways(findings: list[Finding], goal_tally: dict[str, int] | None = None,
 
 
 __all__ = ["FINDINGS_COLUMNS", "Finding", "exact_match", "headline", "identical_line", "perplexity", "ratio_note",
-           "speed", "table", "takeaways"]
+           "read_back", "speed", "table", "takeaways"]
