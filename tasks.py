@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import resource
 import time
+from pathlib import Path
 
 from invoke import Exit, task
 
@@ -55,7 +58,7 @@ BENCHES = {
 }
 # Commands with tables and plots also get --plots reports/bench/<name>.
 NO_PLOTS = {"serve"}
-# `invoke bench --gpu`: GPU-sized runs for a lent GPU's 10-minute slot, into reports/bench-gpu/ and
+# `invoke bench --gpu`: GPU-sized runs that fit 10 minutes of one GPU, into reports/bench-gpu/ and
 # docs/benchmarks-gpu.md. A base-size (25.7M) and a TinyLlama-1.1B-shaped Llama built from config on the
 # tiny profile's tokenizer and text; pre-training throughput fp32 vs mixed precision, and MFU at 1.1B.
 GPU_MODELS = {
@@ -100,14 +103,41 @@ def _processes(processes: int) -> dict:
     return {"LLM_LAB_NUM_PROCESSES": str(processes)}
 
 
+# What each `invoke path` cost, one JSON per preset; the report card (reports/card.md) lists them.
+PATH_RECORDS = Path("reports/paths")
+ENVIRONMENTS = (".venv", ".venv-llmcompressor", ".venv-vllm-cpu")
+
+
+def _mb(folder: str) -> float:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
 @task(help={"name": f"Learning path to run: {', '.join(PRESETS)}", "force": "Rerun every stage (dvc repro -f)",
             "processes": PROCESSES_HELP})
 def path(c, name="balanced", force=False, processes=1):
-    """Run a learning path end to end through DVC (only changed stages rerun), then print its report path."""
+    """Run a learning path end to end through DVC (only changed stages rerun), then print its report path.
+
+    Writes reports/paths/<name>.json: the wall time, the largest stage's peak memory, the disk its data,
+    models and DVC cache take, the environments' size and the machine; `from_empty` says whether the run
+    started without models/ (a full run) or reused stages DVC had already run."""
     preset = _preset(name)
+    from_empty = not Path("models").is_dir()
     start = time.perf_counter()
     c.run(f"dvc repro {'-f ' if force else ''}{' '.join(preset['stages'])}", env=_processes(processes))
-    print(f"path {name}: done in {time.perf_counter() - start:.0f} s; report: reports/{name}.md, reports/{name}.html")
+    seconds = time.perf_counter() - start
+    from llm_eval.report.card import machine
+
+    record = {"preset": name, "seconds": round(seconds), "from_empty": from_empty, "machine": machine(),
+              # The largest descendant's peak resident memory (Linux reports kilobytes).
+              "peak_ram_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e3),
+              "disk_mb": round(sum(_mb(f) for f in ("data", "models", ".dvc/cache"))),
+              "environments_mb": {env: round(_mb(env)) for env in ENVIRONMENTS if Path(env).is_dir()}}
+    PATH_RECORDS.mkdir(parents=True, exist_ok=True)
+    (PATH_RECORDS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    # The report card lists every preset's record: rebuild the path's last report (seconds) to refresh it.
+    c.run(f"dvc repro -f --single-item {preset['stages'][-1]}", hide=True)
+    print(f"path {name}: done in {seconds:.0f} s; report: reports/{name}.md, reports/{name}.html; "
+          f"card: reports/card.md")
 
 
 @task(help={"name": "A dvc.yaml stage, e.g. pretrain or sft@lora", "single": "Run only this stage, not its upstream",
@@ -164,7 +194,7 @@ def _gpu_bench(c, names: list[str]) -> None:
             f"--gpu: {', '.join(GPU_BENCHES)}",
             "gpu": "Run the GPU-sized set instead (a CUDA GPU, about 10 minutes) -> docs/benchmarks-gpu.md"})
 def bench(c, only="", gpu=False):
-    """Run the benchmarks alone on this machine (no other load!), then write docs/benchmarks.md.
+    """Run the benchmarks alone on the machine (no other load!), then write docs/benchmarks.md.
 
     `seeds` reruns the fast path on several training seeds as queued DVC experiments
     (`dvc exp show` / `dvc metrics diff` compare them afterwards); the others time llm-infer commands.

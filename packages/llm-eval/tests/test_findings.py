@@ -65,7 +65,7 @@ def test_takeaways_by_rule():
                       "exact match: +1.0 [-1.0, +3.0] points; 1 identical on every test item (Parity).")
     assert key[4].startswith("Unstable timings") and "fp8 cache vs no cache 0.52 [0.23, 2.45]x" in key[4]
     assert key[5] == "Goals: 3 met, 1 missed, 2 not decided (not decided: the interval straddles the target)."
-    assert fd.takeaways([]) == ["No two rows here are compared."]
+    assert fd.takeaways([]) == ["No two rows of this report are compared."]
 
 
 def test_goals_have_three_states():
@@ -103,12 +103,22 @@ def test_card_lists_each_technique_once_across_presets(tmp_path):
     _summary(tmp_path, "balanced", [("SFT", 90.0), ("KV cache", 3.0)])
     _summary(tmp_path, "fast", [("SFT", 90.0)])
     md = card.write_card(tmp_path).read_text()
-    presets = [line for line in md.splitlines() if line.startswith(("| fast", "| balanced"))]
+    presets = [line for line in md.split("## What a run costs")[0].splitlines()
+               if line.startswith(("| fast", "| balanced"))]
     assert presets == ["| fast | CPU X (AVX2), 2 cores | 1 | 15 | 1 / 0 / 1 | 1 / 0 / 1 |",
                        "| balanced | CPU X (AVX2), 2 cores | 1 | 15 | 2 / 0 / 2 | 1 / 0 / 1 |"]
     assert md.count("| SFT |") == 1 and "| SFT | fast | a vs b | exact match | +90.0 [+89.0, +91.0] points | 12 |" in md
     assert "| KV cache | balanced |" in md and "— | 4.50 | a is better |" in md
-    assert (tmp_path / "card.html").read_text().count("<tr>") == 6  # two headers, two presets, two techniques
+    # What a run costs: the record `invoke path` left, or a dash for a preset not run through it.
+    assert "| balanced | — | — | — | not run through `invoke path` |" in md
+    assert (tmp_path / "card.html").read_text().count("<tr>") == 9  # three headers, 2 + 2 presets, 2 techniques
+    (tmp_path / card.RUNS).mkdir()
+    (tmp_path / card.RUNS / "fast.json").write_text(json.dumps(
+        {"preset": "fast", "seconds": 750, "from_empty": True, "machine": "CPU X (AVX2), 2 cores",
+         "peak_ram_mb": 2100, "disk_mb": 350, "environments_mb": {".venv": 5000}}))
+    md = card.write_card(tmp_path).read_text()
+    assert ("| fast | 12 min | 2.1 GB | 0.3 GB (+ 5.0 GB environments) | CPU X (AVX2), 2 cores, from an empty "
+            "checkout |") in md
 
 
 def test_card_names_a_broken_summary(tmp_path):

@@ -43,8 +43,8 @@ TECHNIQUES = {
     "dpo": ("Direct preference optimisation (DPO)",
             "DPO (Rafailov et al. 2023, arXiv:2305.18290) fits preference pairs without a reward model or RL: the "
             "log-ratio of the policy to the frozen SFT reference is an implicit reward, and a logistic loss on its "
-            "chosen-minus-rejected margin is the Bradley-Terry likelihood. Here with the NLL of the chosen reply "
-            "added (RPO, Pang et al. 2024, arXiv:2404.19733): pure DPO can lower both replies' likelihood."),
+            "chosen-minus-rejected margin is the Bradley-Terry likelihood. llm-lab adds the NLL of the chosen reply "
+            "(RPO, Pang et al. 2024, arXiv:2404.19733): pure DPO can lower both replies' likelihood."),
     "ipo": ("Identity preference optimisation (IPO)",
             "IPO (Azar et al. 2023, arXiv:2310.12036) regresses the log-ratio margin to a fixed target 1/(2 beta) "
             "instead of pushing it up without bound, so deterministic preferences cannot drive the policy far "
@@ -73,7 +73,7 @@ TECHNIQUES = {
                  "peaks and falls (reward hacking)."),
     "grpo": ("GRPO with a verifiable reward",
              "GRPO (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300) samples a group of replies per prompt and "
-             "standardises each reward within its group, so no value model is needed; here the reward is 1 for "
+             "standardises each reward within its group, so no value model is needed; llm-lab's reward is 1 for "
              "an exact arithmetic answer, a rule anyone can check (RL from verifiable rewards)."),
     "rloo": ("RLOO with a verifiable reward",
              "REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv:2402.14740; Kool et al. 2019): each reply's "
@@ -561,7 +561,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
     if identical:
         blocks.append(("p", fd.identical_line(identical)))
     if not found:
-        blocks.append(("p", "No two rows here are compared."))
+        blocks.append(("p", "No two rows of this report are compared."))
     blocks += [
         ("p", HOW_TO_READ),
         ("h2", "Side by side"),

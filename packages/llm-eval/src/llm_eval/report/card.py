@@ -3,10 +3,12 @@
 Each `llm-eval report` run leaves `<out_dir>/<preset>/summary.json` beside its figures: the machine, the
 train and evaluation time its stages reported, the goals' tally, the key takeaways and each technique's
 headline finding (`findings.headline`) with what the technique's model cost. The card joins every summary
-it finds under `<out_dir>` into `card.md` and `card.html`: a preset table (machine, wall-clock time of the
-stages, goals) and a technique table (headline number with its 95% interval, cost, verdict), in the manner
-of nanochat's report card. A technique reported by several presets is listed once, from the first preset
-in PRESET_ORDER that has it: the presets share their stages, so the numbers are the same.
+it finds under `<out_dir>` into `card.md` and `card.html`, in the manner of nanochat's report card: a
+preset table (machine, the models' train and evaluation time, goals), what each preset's newest `invoke
+path` run cost (`<out_dir>/paths/<preset>.json`: wall time, peak memory, disk) and a technique table
+(headline number with its 95% interval, cost, verdict). A technique reported by several presets is
+listed once, from the first preset in PRESET_ORDER that has it: the presets share their stages, so the
+numbers are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from llm_eval.report import render
 from llm_eval.report.cells import DASH
 
 SUMMARY = "summary.json"
+RUNS = "paths"  # <out_dir>/paths/<preset>.json, written by `invoke path`
 PRESET_ORDER = ("fast", "balanced", "inference", "alignment", "complete")
 COST_KEYS = ("train_seconds", "size_mb", "memory_mb")
 
@@ -91,11 +94,37 @@ def _cost(cost: dict, key: str, digits: int) -> str:
     return DASH if key not in cost else f"{cost[key]:,.{digits}f}"
 
 
-def blocks(summaries: list[dict]) -> list[tuple]:
+def load_runs(out_dir: Path) -> dict[str, dict]:
+    """preset -> the newest record `invoke path` left in `<out_dir>/paths/<preset>.json` (wall time, peak
+    memory, disk, environments, machine); presets never run through `invoke path` have none."""
+    runs = {}
+    for path in sorted((out_dir / RUNS).glob("*.json")):
+        try:
+            runs[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg}); rerun `uv run invoke path --name "
+                             f"{path.stem}`") from None
+    return runs
+
+
+def _run(record: dict | None) -> list[str]:
+    """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none)."""
+    if not record:
+        return [DASH, DASH, DASH, "not run through `invoke path`"]
+    how = "from an empty checkout" if record.get("from_empty") else "reusing stages already run"
+    envs = sum(record.get("environments_mb", {}).values())
+    return [f"{record['seconds'] / 60:.0f} min", f"{record['peak_ram_mb'] / 1e3:.1f} GB",
+            f"{record['disk_mb'] / 1e3:.1f} GB (+ {envs / 1e3:.1f} GB environments)",
+            f"{record['machine']}, {how}"]
+
+
+def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[tuple]:
+    runs = runs or {}
     presets = [[s["preset"], s.get("machine", DASH), str(s["models"]), f"{s['stage_seconds']:,.0f}",
                 f"{s['decided']} / {s['within_noise']} / {s['comparisons']}",
                 " / ".join(str(s["goals"].get(state, 0)) for state in ("met", "missed", "not decided"))]
                for s in summaries]
+    recorded = [[s["preset"], *_run(runs.get(s["preset"]))] for s in summaries]
     seen, techniques = set(), []
     for s in summaries:
         for t in s["techniques"]:
@@ -113,6 +142,12 @@ def blocks(summaries: list[dict]) -> list[tuple]:
         ("h2", "Presets"),
         ("table", ["preset", "measured on", "models", "train + eval time of its models (s)",
                    "comparisons: decided / within noise / all", "goals: met / missed / not decided"], presets),
+        ("h2", "What a run costs"),
+        ("p", "The newest `uv run invoke path --name <preset>` of each preset (reports/paths/<preset>.json): its "
+              "wall time, the peak memory of its largest stage, and the disk its data, models and DVC cache take "
+              "beside the Python environments. A run that reused stages DVC had already run took less than a run "
+              "from an empty checkout."),
+        ("table", ["preset", "wall time", "peak memory", "disk", "recorded on"], recorded),
         ("h2", "Techniques"),
         ("table", ["technique", "preset", "comparison", "metric", "difference [95% interval]", "train time (s)",
                    "size on disk (MB)", "memory (MB)", "verdict"], techniques),
@@ -121,7 +156,7 @@ def blocks(summaries: list[dict]) -> list[tuple]:
 
 def write_card(out_dir: Path) -> Path:
     """Write `<out_dir>/card.md` and `card.html` from every summary under `out_dir`."""
-    card_blocks = blocks(load_summaries(out_dir))
+    card_blocks = blocks(load_summaries(out_dir), load_runs(out_dir))
     markdown = render.to_markdown(card_blocks, ".")
     md = out_dir / "card.md"
     render.write_text(md, markdown)
@@ -129,4 +164,4 @@ def write_card(out_dir: Path) -> Path:
     return md
 
 
-__all__ = ["PRESET_ORDER", "SUMMARY", "load_summaries", "machine", "summary", "write_card"]
+__all__ = ["PRESET_ORDER", "RUNS", "SUMMARY", "load_runs", "load_summaries", "machine", "summary", "write_card"]

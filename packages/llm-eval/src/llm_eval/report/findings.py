@@ -248,7 +248,7 @@ def takeaways(findings: list[Finding], goal_tally: dict[str, int] | None = None,
         out.append("Goals: " + ", ".join(f"{n} {state}" for state, n in goal_tally.items() if n)
                    + " (not decided: the interval straddles the target).")
     if not out:
-        out.append("No two rows here are compared.")
+        out.append("No two rows of this report are compared.")
     return out[:MAX_TAKEAWAYS]
 
 

@@ -150,7 +150,7 @@ def _attention_finding(m: dict) -> str:
     if "sdpa_speedup" not in m:
         return ""
     flash = (f"flash_attention_2 ran at {_ratio(m, 'flash_speedup')} eager's speed" if m.get("flash_available") else
-             "flash_attention_2 was unavailable here (see the table for why)")
+             "flash_attention_2 was unavailable (see the table for why)")
     return (f"At the longest sequence SDPA runs at {_ratio(m, 'sdpa_speedup')} the speed of eager attention, with "
             f"peak memory {_f(m.get('sdpa_peak_mb'))} MB vs {_f(m.get('eager_peak_mb'))} MB; {flash}.")
 
@@ -209,7 +209,7 @@ def _serve_finding(m: dict) -> str:
 
 def _vllm_finding(m: dict) -> str:
     if not m.get("vllm_available"):
-        return "vLLM did not run here (see the table's status column)."
+        return "vLLM did not run (see the table's status column)."
     largest = _f(m.get("largest_batch"), 0)
     return (f"vLLM generates {_f(m.get('vllm_tokens_per_s'), 0)} tokens/s on {_f(m.get('prompts'), 0)} prompts: "
             f"{_ratio(m, 'vllm_vs_static')} transformers `generate` with all of them in one batch of {largest}, and "
@@ -315,7 +315,7 @@ SECTIONS = {
         "Masked-LM pre-training", "eval_mlm.json", "eval_mlm",
         "BERT (Devlin et al. 2019, arXiv:1810.04805) pre-trains a bidirectional encoder by hiding 15% of the "
         "tokens (80% replaced by a mask token, 10% by a random token, 10% kept) and predicting them from both "
-        "sides; transformers' DataCollatorForLanguageModeling does the masking. The encoder here is ModernBERT's "
+        "sides; transformers' DataCollatorForLanguageModeling does the masking. The encoder is ModernBERT's "
         "(Warner et al. 2024, arXiv:2412.13663; pre-normalisation, rotary positions, GeGLU) at the Llama preset's "
         "width and depth, on the same corpus with the same tokenizer plus a mask token: a post-norm BERT of this "
         "size stayed at the unigram loss for all eight epochs (see params.yaml). It cannot "
@@ -388,7 +388,7 @@ SECTIONS = {
         "every other layer of the teacher (the DistilBERT initialisation, Sanh et al. 2019, arXiv:1910.01108) "
         "and is trained with trl's generalized knowledge distillation trainer (GKD, Agarwal et al. 2024, "
         "arXiv:2306.13649), whose loss is forward KL, reverse KL or a Jensen-Shannon mix, on the dataset's "
-        "replies or on the student's own samples (on-policy), here mixed with the plain next-token loss on the "
+        "replies or on the student's own samples (on-policy), mixed in llm-lab with the plain next-token loss on the "
         "reference reply as Hinton et al. do (--hard_weight). The control trains the same student by plain SFT "
         "on the same data and steps, so the difference is the teacher's signal alone.",
         _distill_finding,
@@ -433,7 +433,7 @@ SECTIONS = {
         "Speculative decoding", "infer_speculative.json", "infer_speculative",
         "Speculative decoding (Leviathan et al. 2023, arXiv:2211.17192; Chen et al. 2023, arXiv:2302.01318): a "
         "cheap draft proposes several tokens and the target checks them in one forward pass, keeping the "
-        "longest agreeing prefix, so greedy output is unchanged and the target runs fewer times. The draft here "
+        "longest agreeing prefix, so greedy output is unchanged and the target runs fewer times. The draft "
         "is the distilled student; prompt-lookup decoding (Saxena 2023) proposes tokens copied from earlier in "
         "the context instead of running a draft. The speedup needs a draft much cheaper than the target and a "
         "high acceptance rate; on a 1M-parameter model per-call overhead, not arithmetic, dominates.",
