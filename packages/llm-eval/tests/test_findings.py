@@ -62,7 +62,8 @@ def test_takeaways_by_rule():
     # nf4 is covered by the cost sentence, so it gets no sentence of its own.
     assert key[2] == "Quantization trades size for exact match: nf4 4.2x smaller."
     assert key[3] == ("1 of 8 comparisons is within noise (the interval holds no effect), the largest lora vs sft, "
-                      "exact match: +1.0 [-1.0, +3.0] points; 1 identical on every test item (Parity).")
+                      "exact match: +1.0 [-1.0, +3.0] points; 1 identical on every test item (named under the findings "
+                      "table).")
     assert key[4].startswith("Unstable timings") and "fp8 cache vs no cache 0.52 [0.23, 2.45]x" in key[4]
     assert key[5] == "Goals: 3 met, 1 missed, 2 not decided (not decided: the interval straddles the target)."
     assert fd.takeaways([]) == ["No two rows of this report are compared."]

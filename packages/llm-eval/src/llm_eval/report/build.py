@@ -487,12 +487,9 @@ def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
 
 # ----------------------------------------------------------------------------- the report
 
-FINDINGS_INTRO = (
-    "Every comparison, one row each: the paired difference over the same test items (or repeated timings) "
-    "with its 95% bootstrap interval. A winner is named only when the interval excludes no effect."
-)
 HOW_TO_READ = (
-    "How to read the findings. Brackets are 95% bootstrap intervals: over test items for exact match, ROUGE-L, "
+    "How to read the findings. Every comparison is one row: the paired difference over the same test items (or "
+    "repeated timings) with its 95% bootstrap interval. Brackets are 95% bootstrap intervals: over test items for exact match, ROUGE-L, "
     "BLEU and perplexity (held-out text windows), over repeated runs for timings. Each row compares two models "
     "on the same items, resampled together (the paired difference), so item difficulty cancels. 'Within noise' "
     "means the interval of the difference contains no effect: another test set of the same size could reverse "
@@ -554,7 +551,6 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
         ("h2", "Key takeaways"),
         ("ul", key),
         ("h2", "Findings"),
-        ("p", FINDINGS_INTRO),
     ]
     if finding_rows:
         blocks.append(("table", list(fd.FINDINGS_COLUMNS), finding_rows))

@@ -231,8 +231,7 @@ def takeaways(findings: list[Finding], goal_tally: dict[str, int] | None = None,
     out += [cost] if cost else []
     nulls = [f for f in findings if f.diff.has_interval and not f.unstable and not f.decided and not f.identical]
     identical = [f for f in findings if f.identical]
-    same = (f"{len(identical)} identical on every test item "
-            f"({'; '.join(dict.fromkeys(f.technique for f in identical))})") if identical else ""
+    same = f"{len(identical)} identical on every test item (named under the findings table)" if identical else ""
     if nulls:
         named = sorted(nulls, key=lambda f: f.size, reverse=True)[:3]
         out.append(f"{_count(len(nulls), len(findings))} within noise (the interval holds no effect), the largest "
