@@ -185,7 +185,7 @@ def test_findings_come_first_paired_with_intervals(reports):
     md = run_report(_cfg(reports)).read_text()
     headings = [line for line in md.splitlines() if line.startswith("## ")]
     assert headings[:2] == ["## Key takeaways", "## Findings"] and headings[-1] == "## What ran"
-    assert "95% bootstrap interval" in md.split("## Side by side")[0]
+    assert "95% bootstrap intervals" in md.split("## Side by side")[0]
     lines = _findings(md)
     assert [line.split(":")[0] for line in lines] == [
         "Supervised fine-tuning, exact match", "Supervised fine-tuning, perplexity change", "LoRA, exact match",

@@ -488,13 +488,13 @@ def plot_categories(rows: dict[str, dict], cats: list[str]) -> bytes:
 # ----------------------------------------------------------------------------- the report
 
 HOW_TO_READ = (
-    "How to read the findings. Every comparison is one row: the paired difference over the same test items (or "
-    "repeated timings) with its 95% bootstrap interval. Brackets are 95% bootstrap intervals: over test items for exact match, ROUGE-L, "
-    "BLEU and perplexity (held-out text windows), over repeated runs for timings. Each row compares two models "
-    "on the same items, resampled together (the paired difference), so item difficulty cancels. 'Within noise' "
-    "means the interval of the difference contains no effect: another test set of the same size could reverse "
-    "the sign, so no winner is named. A speed ratio whose interval spans more than 2x comes from unstable "
-    "timings (one slow run can do it): rerun with more repeats before reading it."
+    "How to read the findings. Each row compares two models on the same test items (or repeated timings), "
+    "resampled together: the paired difference, so item difficulty cancels. Brackets are 95% bootstrap "
+    "intervals: over test items for exact match, ROUGE-L, BLEU and perplexity (held-out text windows), over "
+    "repeated runs for timings. 'Within noise' means the interval of the difference contains no effect: "
+    "another test set of the same size could reverse the sign, so no winner is named. A speed ratio whose "
+    "interval spans more than 2x comes from unstable timings (one slow run can do it): rerun with more repeats "
+    "before reading it."
 )
 
 

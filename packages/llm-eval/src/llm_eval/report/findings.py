@@ -13,6 +13,7 @@ and loses on another), the nulls worth knowing, unstable timings, and the goals'
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from llm_eval.stats import Estimate
@@ -111,9 +112,7 @@ def speed(technique: str, ratio: Estimate, a: str, b: str) -> Finding:
 
 def ratio_note(estimate: Estimate) -> str:
     """What a speed ratio's interval allows a sentence to say: '' when it decides, else why it does not."""
-    if not estimate.has_interval:
-        return ""
-    if estimate.lo > 0 and estimate.hi / estimate.lo > UNSTABLE_SPAN:
+    if speed("", estimate, "", "").unstable:
         return " (unstable timings: the interval spans over 2x; rerun with more repeats)"
     return " (within noise: no measurable difference)" if estimate.contains(1.0) else ""
 
@@ -130,13 +129,11 @@ def table(findings: list[Finding]) -> tuple[list[list[str]], list[Finding]]:
     The technique is named on its group's first row only. Identical comparisons are left out of the rows: the
     report lists them in one line."""
     shown = [f for f in findings if not f.identical]
-    order = list(dict.fromkeys(f.technique for f in shown))
-    rows, previous = [], None
-    for technique in order:
-        for f in (f for f in shown if f.technique == technique):
-            rows.append([technique if technique != previous else "", f.comparison, f.metric, f.difference,
-                         f.verdict])
-            previous = technique
+    rows = []
+    for technique in dict.fromkeys(f.technique for f in shown):
+        group = [f for f in shown if f.technique == technique]
+        rows += [[technique if i == 0 else "", f.comparison, f.metric, f.difference, f.verdict]
+                 for i, f in enumerate(group)]
     return rows, [f for f in findings if f.identical]
 
 
@@ -153,19 +150,13 @@ def read_back(markdown: str) -> list[str]:
     for row in section.splitlines():
         if not row.startswith("| ") or row.startswith(("| technique |", "| --- |")):
             continue
-        cells = [c.strip().replace("\\|", "|") for c in row.strip()[1:-1].split(" | ")]
+        cells = [re.sub(r"\\(.)", r"\1", c.strip()) for c in row.strip()[1:-1].split(" | ")]
         technique = cells[0] or technique
         lines.append(f"{technique}, {cells[2]}: {cells[1]}: {cells[3]}, {cells[4]}")
     return lines + [row for row in section.splitlines() if row.startswith("Identical on every test item")]
 
 
 # ----------------------------------------------------------------------------- takeaways
-
-
-def _sentence_effect(f: Finding) -> str:
-    if f.is_ratio:
-        return f"{f.technique}: {f.a} runs at {f.difference} the {f.metric} of {f.b}."
-    return f"{f.technique}: {f.comparison}, {f.metric} {f.difference}; {f.winner} is better."
 
 
 UNIT_ORDER = (" points", "x", "%")  # exact match first: the checkable answers are what the lab measures
