@@ -118,16 +118,16 @@ def path(c, name="balanced", force=False, processes=1):
     """Run a learning path end to end through DVC (only changed stages rerun), then print its report path.
 
     Writes reports/paths/<name>.json: the wall time, the largest stage's peak memory, the disk its data,
-    models and DVC cache take, the environments' size and the machine; `from_empty` says whether the run
-    started without models/ (a full run) or reused stages DVC had already run."""
+    models and DVC cache take, the environments' size and the machine; `full_run` says whether every stage
+    ran (--force, or no models/ yet) or DVC reused stages it had already run."""
     preset = _preset(name)
-    from_empty = not Path("models").is_dir()
+    full_run = force or not Path("models").is_dir()
     start = time.perf_counter()
     c.run(f"dvc repro {'-f ' if force else ''}{' '.join(preset['stages'])}", env=_processes(processes))
     seconds = time.perf_counter() - start
     from llm_eval.report.card import machine
 
-    record = {"preset": name, "seconds": round(seconds), "from_empty": from_empty, "machine": machine(),
+    record = {"preset": name, "seconds": round(seconds), "full_run": full_run, "machine": machine(),
               # The largest descendant's peak resident memory (Linux reports kilobytes).
               "peak_ram_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e3),
               "disk_mb": round(sum(_mb(f) for f in ("data", "models", ".dvc/cache"))),

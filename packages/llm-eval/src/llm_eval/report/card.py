@@ -111,7 +111,7 @@ def _run(record: dict | None) -> list[str]:
     """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none)."""
     if not record:
         return [DASH, DASH, DASH, "not run through `invoke path`"]
-    how = "from an empty checkout" if record.get("from_empty") else "reusing stages already run"
+    how = "every stage run" if record.get("full_run") else "reusing stages already run"
     envs = sum(record.get("environments_mb", {}).values())
     return [f"{record['seconds'] / 60:.0f} min", f"{record['peak_ram_mb'] / 1e3:.1f} GB",
             f"{record['disk_mb'] / 1e3:.1f} GB (+ {envs / 1e3:.1f} GB environments)",
@@ -145,8 +145,8 @@ def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[t
         ("h2", "What a run costs"),
         ("p", "The newest `uv run invoke path --name <preset>` of each preset (reports/paths/<preset>.json): its "
               "wall time, the peak memory of its largest stage, and the disk its data, models and DVC cache take "
-              "beside the Python environments. A run that reused stages DVC had already run took less than a run "
-              "from an empty checkout."),
+              "beside the Python environments. A run that reused stages DVC had already run took less than one that "
+              "ran every stage."),
         ("table", ["preset", "wall time", "peak memory", "disk", "recorded on"], recorded),
         ("h2", "Techniques"),
         ("table", ["technique", "preset", "comparison", "metric", "difference [95% interval]", "train time (s)",
