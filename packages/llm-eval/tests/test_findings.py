@@ -118,7 +118,7 @@ def test_card_lists_each_technique_once_across_presets(tmp_path):
         {"preset": "fast", "seconds": 750, "full_run": True, "machine": "CPU X (AVX2), 2 cores",
          "peak_ram_mb": 2100, "disk_mb": 350, "environments_mb": {".venv": 5000}}))
     md = card.write_card(tmp_path).read_text()
-    assert ("| fast | 12 min | 2.1 GB | 0.3 GB (+ 5.0 GB environments) | CPU X (AVX2), 2 cores, every stage run |") in md
+    assert "| fast | 12 min | 2.1 GB | 0.3 GB (+ 5.0 GB environments) | CPU X (AVX2), 2 cores, every stage run |" in md
 
 
 def test_card_names_a_broken_summary(tmp_path):
