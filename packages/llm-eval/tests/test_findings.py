@@ -111,7 +111,7 @@ def test_card_lists_each_technique_once_across_presets(tmp_path):
     assert md.count("| SFT |") == 1 and "| SFT | fast | a vs b | exact match | +90.0 [+89.0, +91.0] points | 12 |" in md
     assert "| KV cache | balanced |" in md and "— | 4.50 | a is better |" in md
     # What a run costs: the record `invoke path` left, or a dash for a preset not run through it.
-    assert "| balanced | — | — | — | not run through `invoke path` |" in md
+    assert "| balanced | — | — | — | no run recorded yet |" in md
     assert (tmp_path / "card.html").read_text().count("<tr>") == 9  # three headers, 2 + 2 presets, 2 techniques
     (tmp_path / card.RUNS).mkdir()
     (tmp_path / card.RUNS / "fast.json").write_text(json.dumps(

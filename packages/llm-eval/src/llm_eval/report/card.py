@@ -110,7 +110,7 @@ def load_runs(out_dir: Path) -> dict[str, dict]:
 def _run(record: dict | None) -> list[str]:
     """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none)."""
     if not record:
-        return [DASH, DASH, DASH, "not run through `invoke path`"]
+        return [DASH, DASH, DASH, "no run recorded yet"]
     how = "every stage run" if record.get("full_run") else "reusing stages already run"
     envs = sum(record.get("environments_mb", {}).values())
     return [f"{record['seconds'] / 60:.0f} min", f"{record['peak_ram_mb'] / 1e3:.1f} GB",
