@@ -1,18 +1,18 @@
-"""Write the side-by-side report of a preset: findings, one table, per-category scores, goals, plots.
+"""Write the side-by-side report of a preset: key takeaways, the findings table, the model tables, goals, plots.
 
 The report joins, by row name, what each stage measured: `eval_<name>.json` (llm-eval run: exact match,
 perplexity, ROUGE-L, BLEU with their 95% intervals, memory), `train_<name>.json` (llm-train: trainable
 parameters, train time, size on disk), `quantize_<name>.json` and `prune_<name>.json` (llm-compress: size
-and memory of the quantized model, sparsity of the pruned one; see `compression.py`). It opens with the
-findings: every comparison it states (full SFT vs base, LoRA and QLoRA vs full, compressed vs fp32,
-distilled vs control, and the sections' own), each bootstrapped on
-the paired difference over the same test items read from `<items_dir>/eval_<name>/` (llm-eval run
---items), naming a winner only when the 95% interval excludes 0 and saying "within noise" otherwise.
-A contents list links every part; a summary table sets each model against the one it was made from,
-what it bought beside what it cost (`summary.py`). Then it checks the preset's goals, plots the loss
-curves and exact-match bars, explains each technique with its paper, and ends with the files it
-joined. `reports/<preset>.md` links the PNGs in `reports/<preset>/`; `reports/<preset>.html` embeds
-them, so it is one self-contained file.
+and memory of the quantized model, sparsity of the pruned one; see `compression.py`). Every comparison it
+states (full SFT vs base, LoRA and QLoRA vs full, compressed vs fp32, distilled vs control, and the
+sections' own) is bootstrapped on the paired difference over the same test items read from
+`<items_dir>/eval_<name>/` (llm-eval run --items), naming a winner only when the 95% interval excludes no
+effect (`findings.py`). It opens with the key takeaways those rules pick and the findings table; then the
+model table, what each technique bought beside what it cost (`summary.py`), the goals (met, missed, not
+decided), the plots, the sections, a paragraph per technique with its paper, and the files it joined.
+`reports/<preset>.md` links the PNGs in `reports/<preset>/`; `reports/<preset>.html` is that Markdown
+rendered with the PNGs embedded, one self-contained file. `reports/<preset>/summary.json` feeds the
+report card (`card.py`).
 
     llm-eval report --preset fast --models base,sft_full,sft_lora,sft_qlora,int8,nf4 \\
         --metrics_dir reports/metrics --items_dir reports/items --plots_dir reports/plots --out_dir reports
