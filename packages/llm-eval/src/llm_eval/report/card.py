@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llm_eval.report import findings as fd
 from llm_eval.report import render
-from llm_eval.report.cells import DASH
+from llm_eval.report.cells import DASH, grouped
 
 SUMMARY = "summary.json"
 RUNS = "paths"  # <out_dir>/paths/<preset>.json, written by `invoke path`
@@ -65,7 +65,7 @@ def summary(preset: str, rows: dict[str, dict], found: list[fd.Finding], takeawa
         "stage_seconds": round(seconds, 1),
         "comparisons": len(found),
         "decided": sum(f.decided for f in found),
-        "within_noise": sum(f.diff.has_interval and not f.decided and not f.unstable for f in found),
+        "within_noise": sum(f.within_noise for f in found),
         "goals": tally,
         "takeaways": takeaways,
         "techniques": techniques,
@@ -88,10 +88,6 @@ def load_summaries(out_dir: Path) -> list[dict]:
             raise ValueError(f"{path}: not a report summary (no 'preset' or 'techniques'); rerun its report")
         summaries.append(data)
     return sorted(summaries, key=lambda s: _order(s["preset"]))
-
-
-def _cost(cost: dict, key: str, digits: int) -> str:
-    return DASH if key not in cost else f"{cost[key]:,.{digits}f}"
 
 
 def load_runs(out_dir: Path) -> dict[str, dict]:
@@ -132,8 +128,8 @@ def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[t
                 continue
             seen.add(t["technique"])
             techniques.append([t["technique"], s["preset"], f"{t['a']} vs {t['b']}", t["metric"], t["difference"],
-                               _cost(t["cost"], "train_seconds", 0), _cost(t["cost"], "size_mb", 2),
-                               _cost(t["cost"], "memory_mb", 2), t["verdict"]])
+                               grouped(t["cost"].get("train_seconds"), 0), grouped(t["cost"].get("size_mb"), 2),
+                               grouped(t["cost"].get("memory_mb"), 2), t["verdict"]])
     return [
         ("h1", "llm-lab report card"),
         ("p", "Every technique that ran, one row each: its headline comparison with its 95% interval, what its "

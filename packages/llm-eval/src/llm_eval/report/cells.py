@@ -13,6 +13,11 @@ def number(value: float | None, digits: int = 2) -> str:
     return DASH if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def grouped(value: float | None, digits: int = 1) -> str:
+    """`value` with thousands separators and `digits` decimals; a dash when it is missing."""
+    return DASH if value is None else f"{value:,.{digits}f}"
+
+
 def png_bytes(fig) -> bytes:
     """A matplotlib figure as PNG bytes, with no timestamp in them (reruns give byte-identical files)."""
     buf = io.BytesIO()

@@ -58,6 +58,11 @@ class Finding:
         return self.diff.has_interval and not self.unstable and not self.diff.contains(self.null)
 
     @property
+    def within_noise(self) -> bool:
+        """The interval holds no effect (identical comparisons included): no winner can be named."""
+        return self.diff.has_interval and not self.unstable and not self.decided
+
+    @property
     def winner(self) -> str | None:
         if not self.decided:
             return None
@@ -220,7 +225,7 @@ def takeaways(findings: list[Finding], goal_tally: dict[str, int] | None = None,
             families.add(_family(technique))
     out = [_technique_sentence([f for f in decided if f.technique == technique]) for technique in chosen]
     out += [cost] if cost else []
-    nulls = [f for f in findings if f.diff.has_interval and not f.unstable and not f.decided and not f.identical]
+    nulls = [f for f in findings if f.within_noise and not f.identical]
     identical = [f for f in findings if f.identical]
     same = f"{len(identical)} identical on every test item (named under the findings table)" if identical else ""
     if nulls:

@@ -11,7 +11,7 @@ decoding speed against the same model.
 from __future__ import annotations
 
 from llm_eval.items import exact_match_diff, perplexity_change, speed_ratio
-from llm_eval.report.cells import DASH
+from llm_eval.report.cells import DASH, grouped
 from llm_eval.stats import Estimate
 
 COLUMNS = ("model", "compared with", "exact match change (points)", "perplexity change (%)", "train time (s)",
@@ -29,10 +29,6 @@ def _change(estimate: Estimate | None, digits: int = 1, null: float = 0.0, unit:
     return text + (", within noise" if estimate.contains(null) else "")
 
 
-def _number(value, digits: int = 1) -> str:
-    return DASH if value is None else f"{value:,.{digits}f}"
-
-
 def table(rows: dict[str, dict], reference: str, seed: int = 0) -> list[list[str]]:
     """One row per model with something to compare it with (rows loaded by `llm_eval.report.load_rows`)."""
     out = []
@@ -47,10 +43,10 @@ def table(rows: dict[str, dict], reference: str, seed: int = 0) -> list[list[str
             name, other,
             _change(exact_match_diff(a, b, seed=seed)),
             _change(perplexity_change(a, b, seed=seed)),
-            _number(train.get("train_seconds"), 0),
+            grouped(train.get("train_seconds"), 0),
             DASH if trainable is None else f"{int(trainable):,} ({train.get('trainable_percent', 100):.1f}%)",
-            _number(train.get("size_mb", quantize.get("size_mb", prune.get("size_mb"))), 2),
-            _number(row["eval"].get("memory_mb", quantize.get("memory_mb")), 2),
+            grouped(train.get("size_mb", quantize.get("size_mb", prune.get("size_mb"))), 2),
+            grouped(row["eval"].get("memory_mb", quantize.get("memory_mb")), 2),
             _change(speed_ratio(a, b, seed=seed), digits=2, null=1.0, unit="x"),
         ])
     return out
