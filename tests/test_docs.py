@@ -34,7 +34,7 @@ READ_BY_USERS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / 
 PROCESS = re.compile(r"\bstop \d+|\bthe issue\b|\bissues? \d+|\bissue's\b|\bsessions?\b|\blent\b|"
                      r"\bcommitted (?:run|profile)\b|\bhere\b|\bthis machine\b", re.IGNORECASE)
 WRITTEN = ["README.md", "docs/reading-reports.md", "docs/tiny-profile.md", "docs/reproducibility.md",
-           "docs/environments.md", "docs/serving.md", "docs/scaling.md", "docs/contracts.md"]
+           "docs/environments.md", "docs/serving.md", "docs/scaling.md", "docs/contracts.md", "docs/real-model.md"]
 GENERATED = ["docs/benchmarks.md"]  # `invoke bench` writes it from reports/bench/*.json
 MEASURED = re.compile(r"(?<![\w.])[±~]?\d[\d,.]*(?:\s?(?:%|x\b|s\b|min\b|MB\b|GB\b|tokens/s|points|nats)|M\b)")
 
@@ -82,6 +82,8 @@ SETTINGS = [
     ("docs/contracts.md", "(bootstrap over test items"),
     ("docs/contracts.md", "(200s with no text)"),  # HTTP status codes
     ("docs/contracts.md", "a metric with a 95% interval"),
+    ("docs/real-model.md", "SmolLM2-135M-Instruct"),  # the model's name
+    ("README.md", "SmolLM2-135M-Instruct"),
 ]
 
 

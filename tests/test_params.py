@@ -28,6 +28,7 @@ from llm_infer.kv_cache import KVCacheConfig
 from llm_infer.parity import ParityConfig
 from llm_infer.serve import ServeConfig
 from llm_infer.speculative import SpeculativeConfig
+from llm_train.gguf_import import ImportConfig
 from llm_train.init import InitConfig
 from llm_train.pretrain import PretrainConfig
 from llm_train.sft import SFTConfig
@@ -71,6 +72,24 @@ def _sections():
     yield "eval.align", AlignEvalConfig, PARAMS["eval"]["align"]
     yield "eval.mlm", MlmEvalConfig, PARAMS["eval"]["mlm"]
     yield "eval.cot", CotEvalConfig, PARAMS["eval"]["cot"]
+    smol = PARAMS["smol"]
+    yield "smol.import", ImportConfig, smol["import"]
+    yield "smol.eval", EvalConfig, smol["eval"]
+    yield "smol.sentiment", EvalConfig, smol["sentiment"]
+    for method, section in smol["sft"].items():
+        yield f"smol.sft.{method}", SFTConfig, {**section, "method": method}
+    for name in SMOL_INFER:
+        yield f"smol.{name}", INFER[name], smol[name]
+
+
+# The inference measurements the smol path repeats on SmolLM2-135M-Instruct (smol_<name> stages).
+SMOL_INFER = ("kv_cache", "attention", "speculative", "batch")
+
+
+def test_every_smol_section_has_a_stage():
+    assert set(PARAMS["smol"]) == {"import", "eval", "sentiment", "sft", *SMOL_INFER}
+    for name in SMOL_INFER:
+        assert f"smol_{name}" in DVC["stages"], f"params.yaml smol.{name} has no dvc.yaml stage smol_{name}"
 
 
 def test_every_infer_section_has_a_stage():
@@ -110,7 +129,8 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
     """DVC cannot derive deps from params, so the report stages list their inputs twice: keep them equal."""
     cmd, deps = DVC["stages"][stage]["cmd"], set(DVC["stages"][stage]["deps"])
     rows = _flag(cmd, "models")
-    expected = {f"reports/metrics/eval_{row}.json" for row in rows} | {f"reports/items/eval_{row}" for row in rows}
+    metrics, items, plots_dir = (_flag(cmd, f"{kind}_dir")[0] for kind in ("metrics", "items", "plots"))
+    expected = {f"{metrics}/eval_{row}.json" for row in rows} | {f"{items}/eval_{row}" for row in rows}
     for section in _flag(cmd, "sections"):
         if section == "alignment":  # joined per policy: judge win rates and refusals, the reward models
             policies = [row for row in rows if row in POLICIES]
@@ -130,9 +150,11 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
             expected |= {f"reports/{kind}/embed_{name}{ext}" for name in PARAMS_EMBED
                          for kind, ext in (("metrics", ".json"), ("items", ""))}
             expected |= {f"reports/metrics/train_contrastive_{m}.json" for m in PARAMS["train"]["contrastive"]}
+        if section == "real":  # each row's answers on the real review sentences
+            expected |= {f"{items}/eval_sentiment_{row}" for row in rows}
         if SECTIONS[section].metrics:
-            expected.add(f"reports/metrics/{SECTIONS[section].metrics}")
-        plots = f"reports/plots/{SECTIONS[section].folder or f'infer_{section}'}"
+            expected.add(f"{metrics}/{SECTIONS[section].metrics}")
+        plots = f"{plots_dir}/{SECTIONS[section].folder or f'infer_{section}'}"
         if any(plots in out for st in DVC["stages"].values() for out in st.get("outs", []) if isinstance(out, dict)):
             expected.add(plots)
     assert deps - {"packages/llm-eval/src"} == expected

@@ -64,6 +64,21 @@ REDUCED = {
     ("eval", "mlm", "pppl_documents"): 8,
     ("train", "contrastive", "simcse", "epochs"): 1,
     ("train", "contrastive", "supervised", "epochs"): 1,
+    # The smol path on SmolLM2-135M-Instruct: every stage, on a few dozen items and a few training steps.
+    ("smol", "eval", "per_category"): 4,
+    ("smol", "eval", "max_documents"): 6,
+    ("smol", "sentiment", "max_samples"): 16,
+    **{("smol", "sft", method, key): value for method in ("lora", "qlora")
+       for key, value in (("max_steps", 2), ("batch_size", 4), ("eval_steps", 2))},
+    ("smol", "kv_cache", "new_tokens"): "8,16",
+    ("smol", "kv_cache", "repeats"): 2,
+    ("smol", "attention", "seq_lens"): "32,64",
+    ("smol", "attention", "repeats"): 2,
+    ("smol", "speculative", "max_samples"): 2,
+    ("smol", "speculative", "max_new_tokens"): 16,
+    ("smol", "batch", "n_prompts"): 8,
+    ("smol", "batch", "batch_sizes"): "1,4",
+    ("smol", "batch", "max_new_tokens"): 8,
 }
 
 
@@ -258,6 +273,30 @@ def test_complete_path_adds_mlm_contrastive_and_cot_and_reruns_nothing_shared(re
     assert any(line.startswith("Encoders, retrieval accuracy@1: supervised contrastive vs masked LM:")
                or "supervised contrastive vs masked LM (Encoders, retrieval accuracy@1)" in line
                for line in read_back(report))
+
+
+def test_smol_path_runs_a_real_model_and_sets_the_tiny_findings_beside_it(repo_copy, path_run):
+    out = _run("invoke path --name smol", repo_copy)
+    assert "path smol: done" in out
+    # The import wrote a plain fp32 folder: no GGUF quantization mark left for later loads to trip on.
+    config = json.loads((repo_copy / "models/smollm2-135m-instruct/config.json").read_text())
+    assert "quantization_config" not in config and config["num_hidden_layers"] == 30
+    report = (repo_copy / "reports" / "smol.md").read_text()
+    for heading in ("## What carries from the tiny profile", "## Real text and real sentences", "## KV cache",
+                    "## Attention implementations", "## Speculative decoding", "## Batching"):
+        assert heading in report
+    lessons = report.split("## What carries from the tiny profile", 1)[1].split("\n## ", 1)[0]
+    assert "| LoRA teaches the tasks | sft_lora vs base:" in lessons  # measured on both profiles
+    findings = read_back(report)
+    # (two training steps may change no reply: then the comparison is listed as identical, still named)
+    assert any("sft_lora vs base" in f and "exact match, skill categories" in f for f in findings)
+    m = json.loads((repo_copy / "reports/metrics/smol/eval_base.json").read_text())
+    assert m["n_samples"] == 24 and m["perplexity"] > 1
+    sentiment = json.loads((repo_copy / "reports/metrics/smol/eval_sentiment_base.json").read_text())
+    assert sentiment["n_samples"] == 16
+    record = json.loads((repo_copy / "reports/paths/smol.json").read_text())
+    assert record["preset"] == "smol" and record["seconds"] > 0
+    assert "smol" in (repo_copy / "reports" / "card.md").read_text()
 
 
 def test_unknown_preset_lists_valid_names(repo_copy):

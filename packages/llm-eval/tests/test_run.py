@@ -178,6 +178,29 @@ def test_perplexity_windows_and_padding_count_tokens(base_model):
     assert sum(n for n, _ in windows) == pytest.approx(nll, rel=1e-5)
 
 
+def test_window_and_documents_cut_the_perplexity_text(base_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    tok = AutoTokenizer.from_pretrained(base_model)
+    texts = ["The cat sat on the mat, and the dog sat on the log."] * 3
+    stream = 3 * (len(tok(texts[0])["input_ids"]) + 1)
+    # --window 8 on a model whose context is longer: 8-token windows, each predicting 7 tokens.
+    windows = [t for _, t in run.window_nll(model, tok, texts, 4, window=8)]
+    # (a last window of one token predicts nothing and is dropped)
+    assert len(windows) == sum(stream - i > 1 for i in range(0, stream, 8)) and windows[:-1] == [7] * (len(windows) - 1)
+    assert len(run.window_nll(model, tok, texts, 4)) < len(run.window_nll(model, tok, texts, 4, window=8))
+
+
+def test_per_category_keeps_the_first_rows_of_each(tmp_path):
+    rows = [{"prompt": f"{c} {i}", "answer": "a", "category": c} for i in range(5) for c in ("x", "y")]
+    rows += [{"prompt": "z 0", "answer": "a", "category": "z"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = run.load_rows(str(tmp_path), "test", per_category=2)
+    assert [r["prompt"] for r in kept] == ["x 0", "y 0", "x 1", "y 1", "z 0"]
+    assert len(run.load_rows(str(tmp_path), "test", max_samples=3, per_category=2)) == 3
+
+
 @pytest.fixture(scope="module")
 def lora_adapter(base_model, tmp_path_factory):
     """A PEFT LoRA folder (adapter weights + tokenizer, no config.json) whose base is `base_model`."""

@@ -19,6 +19,7 @@ import yaml
 COMMANDS = {
     "synth": ("llm_data.synth", "SynthConfig", "run_synth"),
     "hub": ("llm_data.hub", "HubConfig", "run_hub"),
+    "real": ("llm_data.real", "RealConfig", "run_real"),
     "tokenizer": ("llm_data.tokenizer", "TokenizerConfig", "run_tokenizer"),
 }
 Commands = dict[str, tuple[str, str, str]]

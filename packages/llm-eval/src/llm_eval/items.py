@@ -64,16 +64,17 @@ def load_items(items_dir: str | Path, name: str) -> Items:
                  [str(a.get("category", "")) for a in answers], timings)
 
 
-def exact_match_diff(a: Items, b: Items, seed: int = 0, category: str = "") -> Estimate:
+def exact_match_diff(a: Items, b: Items, seed: int = 0, category: str | tuple[str, ...] = "") -> Estimate:
     """Exact match of `a` minus `b` in points, bootstrapped over the same prompts (those of `category`
-    only, when given)."""
+    only, or of any of a tuple of categories, when given)."""
     if a.prompts != b.prompts:
         raise ValueError(
             f"{a.answers_file} and {b.answers_file}: not the same test prompts in the same order "
             f"({len(a.prompts)} and {len(b.prompts)} rows); evaluate both with the same --data, --split "
             f"and --max_samples"
         )
-    keep = [i for i, c in enumerate(a.categories) if not category or c == category]
+    wanted = (category,) if isinstance(category, str) else category
+    keep = [i for i, c in enumerate(a.categories) if not category or c in wanted]
     if not keep:
         raise ValueError(f"{a.answers_file}: no test prompts of category {category!r}")
     return paired_diff_ci([a.correct[i] for i in keep], [b.correct[i] for i in keep], scale=100.0, seed=seed)

@@ -13,7 +13,7 @@ Four numbers say how good a model is on the llm-lab task suite:
   sacrebleu, over the same rows as ROUGE-L.
 - **Perplexity**: exp of the mean next-token negative log-likelihood over the `text` split. Documents
   are tokenized (BOS + text + EOS, as pre-training packs them), joined and cut into windows of the
-  model's context length; every token except each window's first is predicted once.
+  model's context length (or `--window` tokens); every token except each window's first is predicted once.
 
 Beside them, `tokens_per_second` is the greedy decoding speed over the exact-match prompts (reply tokens
 before the end-of-sequence token, over the wall time of each batch's `generate`; resampled over batches)
@@ -94,6 +94,20 @@ class EvalConfig:
     max_samples: int = field(
         default=0, metadata={"help": "Evaluate the first N rows of each split (0 = all)."}
     )
+    max_documents: int = field(
+        default=0, metadata={"help": "Perplexity on the first N documents of --text (0 = all that --max_samples "
+                                     "keeps)."}
+    )
+    window: int = field(
+        default=0,
+        metadata={"help": f"Perplexity window in tokens (0 = the model's context, at most {_MAX_WINDOW}): a hub "
+                  "model's 8k context makes each window cost quadratic attention and leaves few windows to resample."},
+    )
+    per_category: int = field(
+        default=0,
+        metadata={"help": "Keep the first N task rows of each category (0 = all): a stratified subset, where "
+                  "the first --max_samples rows can hold few of a category."},
+    )
     max_new_tokens: int = field(default=32, metadata={"help": "Longest generated reply, in tokens."})
     batch_size: int = field(default=32, metadata={"help": "Prompts (or 256-token text windows) per batch."})
     seed: int = field(default=0, metadata={"help": "Seed set before evaluating (generation is greedy)."})
@@ -119,8 +133,9 @@ class EvalConfig:
         for name in ("max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_samples < 0:
-            raise ValueError(f"max_samples must be >= 0 (0 = all), got {self.max_samples}")
+        for name in ("max_samples", "per_category", "max_documents", "window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = all), got {getattr(self, name)}")
         if not self.out:
             self.out = f"reports/metrics/eval_{self.name}.json"
 
@@ -134,8 +149,9 @@ def normalize(text: str) -> str:
     return text[:-1].rstrip() if text.endswith(".") else text
 
 
-def load_rows(folder: str, split: str, max_samples: int = 0) -> list[dict]:
-    """SFT rows with `prompt` and `answer` (hub data without `answer` falls back to `completion`)."""
+def load_rows(folder: str, split: str, max_samples: int = 0, per_category: int = 0) -> list[dict]:
+    """SFT rows with `prompt` and `answer` (hub data without `answer` falls back to `completion`); with
+    `per_category`, the first that many of each category, in file order."""
     file = split_file(folder, split)
     first = read_jsonl(file, {"prompt": str})[0]
     # The first row fixes the schema; read_jsonl then names the file, line and field of any bad row.
@@ -144,6 +160,14 @@ def load_rows(folder: str, split: str, max_samples: int = 0) -> list[dict]:
     if "category" in first:
         fields["category"] = str
     rows = read_jsonl(file, fields)
+    if per_category:
+        seen: dict[str, int] = defaultdict(int)
+        kept = []
+        for row in rows:
+            seen[row.get("category", "")] += 1
+            if seen[row.get("category", "")] <= per_category:
+                kept.append(row)
+        rows = kept
     rows = rows[:max_samples] if max_samples else rows
     for row in rows:
         row.setdefault("answer", row[target])
@@ -369,14 +393,15 @@ def _windows(tokenizer, texts: list[str], window: int) -> list[list[int]]:
     return [stream[i:i + window] for i in range(0, len(stream), window)]
 
 
-def window_nll(model, tokenizer, texts: list[str], batch_size: int) -> list[tuple[float, int]]:
-    """(summed NLL, predicted tokens) per fixed, non-overlapping window of the model's context."""
+def window_nll(model, tokenizer, texts: list[str], batch_size: int, window: int = 0) -> list[tuple[float, int]]:
+    """(summed NLL, predicted tokens) per fixed, non-overlapping window of `window` tokens (0 = the model's
+    context)."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    window = max(2, min(context, _MAX_WINDOW))
+    window = max(2, min(window or context, context, _MAX_WINDOW))
     rows_per_batch = max(1, batch_size * _PPL_TOKENS_PER_ROW // window)
     windows = [w for w in _windows(tokenizer, texts, window) if len(w) > 1]  # 1 token predicts nothing
     if not windows:
@@ -427,8 +452,9 @@ def run_eval(cfg: EvalConfig) -> Path:
     import torch
 
     # Read every input before the (slow) model load, so bad input fails fast.
-    rows = load_rows(cfg.data, cfg.split, cfg.max_samples)
+    rows = load_rows(cfg.data, cfg.split, cfg.max_samples, cfg.per_category)
     texts = load_texts(cfg.text, cfg.split, cfg.max_samples) if cfg.text else []
+    texts = texts[:cfg.max_documents] if cfg.max_documents else texts
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # Not transformers.set_seed: importing it pulls in peft and bitsandbytes (~8 s a process). Greedy
     # decoding draws nothing; the seed only fixes the bootstrap below and any sampling a model does.
@@ -442,7 +468,7 @@ def run_eval(cfg: EvalConfig) -> Path:
     metrics, correct = exact_match(rows, replies, seed=cfg.seed)
     overlap_metrics, overlap = text_overlap(rows, replies, seed=cfg.seed)
     metrics.update(overlap_metrics)
-    windows = window_nll(model, tokenizer, texts, cfg.batch_size) if texts else []
+    windows = window_nll(model, tokenizer, texts, cfg.batch_size, cfg.window) if texts else []
     if windows:
         nll, tokens = zip(*windows, strict=True)
         metrics.update(to_metrics("perplexity", perplexity_ci(nll, tokens, seed=cfg.seed)))

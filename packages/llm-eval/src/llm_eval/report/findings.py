@@ -180,11 +180,13 @@ def headline(group: list[Finding]) -> Finding:
 
 
 def _technique_sentence(group: list[Finding]) -> str:
-    """A trade-off when the technique's model wins on one metric and loses on another, else its largest effect."""
+    """A trade-off when the technique's model wins on one metric and loses on another against the same model,
+    else its largest effect."""
     wins = sorted((f for f in group if f.winner == f.a), key=_rank)
     losses = sorted((f for f in group if f.winner == f.b), key=_rank)
-    if wins and losses:
-        win, loss = wins[0], losses[0]
+    traded = [(w, lo) for w in wins for lo in losses if lo.comparison == w.comparison]
+    if traded:
+        win, loss = traded[0]
         return (f"{win.technique} trades one metric for another: {win.comparison} is better on {win.metric} "
                 f"({win.difference}) and worse on {loss.metric} ({loss.difference}).")
     f = headline(group)

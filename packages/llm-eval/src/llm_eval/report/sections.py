@@ -19,6 +19,7 @@ from llm_eval.items import exact_match_diff, load_items
 from llm_eval.report import alignment as align_report
 from llm_eval.report import encoders as embed_report
 from llm_eval.report import findings as fd
+from llm_eval.report import transfer
 from llm_eval.report.cells import DASH
 from llm_eval.stats import from_metrics, verdict
 
@@ -129,8 +130,8 @@ def _kv_finding(m: dict) -> str:
     if "kv_speedup" not in m:
         return ""
     return (f"At {_f(m.get('max_new_tokens'), 0)} new tokens the dynamic KV cache decodes at "
-            f"{_ratio(m, 'kv_speedup')} the speed of recomputing the whole sequence each step; the static cache at "
-            f"{_ratio(m, 'static_speedup')}"
+            f"{_ratio(m, 'kv_speedup')} the speed of recomputing the whole sequence each step"
+            + (f"; the static cache at {_ratio(m, 'static_speedup')}" if "static_speedup" in m else "")
             + (f", the fp8-quantized cache at {_ratio(m, 'quantized_speedup')} while holding "
                f"{_f(m.get('quantized_cache_mb'), 3)} MB instead of {_f(m.get('dynamic_cache_mb'), 3)} MB"
                if "quantized_speedup" in m else "")
@@ -191,9 +192,18 @@ def _batch_finding(m: dict) -> str:
     return text
 
 
+def _batch_goals(m: dict) -> list[tuple]:
+    """Batch 16 against batch 1 when it was measured (the goal's setting), else the largest batch."""
+    key, size = ("speedup_batch_16", "16") if "speedup_batch_16" in m else ("batch_speedup",
+                                                                           _f(m.get("largest_batch"), 0))
+    return [(f"batch-{size} throughput over batch 1 (x)", from_metrics(m, key), ">=", 5)]
+
+
 def _batch_comparisons(m: dict) -> list[str]:
     largest = _f(m.get("largest_batch"), 0)
-    return _speed_lines("Batching", m, (("batch_speedup", f"batch {largest}", "batch 1"),
+    # Batch 16 too, where a larger batch is the headline: the goal is set at 16.
+    middle = (("speedup_batch_16", "batch 16", "batch 1"),) if largest != "16" else ()
+    return _speed_lines("Batching", m, (*middle, ("batch_speedup", f"batch {largest}", "batch 1"),
                                         ("continuous_vs_static", "continuous batching", f"static batch {largest}"),
                                         ("vllm_vs_static", "vLLM", f"static batch {largest}")))
 
@@ -407,6 +417,19 @@ SECTIONS = {
         "2016, arXiv:1510.03055).",
         _generate_finding, lambda m: [], _generate_comparisons,
     ),
+    "real": Section(
+        "Real text and real sentences", "", "smol_eval",
+        "A pretrained model brings what the world's tasks cannot measure: how well it models real prose and "
+        "whether a skill transfers to real inputs. Perplexity is on ABC news documents, sentiment on labelled "
+        "movie-review sentences (Pang & Lee 2005), both from gensim's test data (`llm-data real`), asked "
+        "with the world's own classification prompt. The world's categories are split into those a model can "
+        f"answer from the prompt or general skill ({', '.join(transfer.SKILLS)}) and those that need the world's "
+        f"facts ({', '.join(transfer.KNOWLEDGE)}), which only its pre-training corpus states: fine-tuning teaches "
+        "format and skills, not new knowledge (Zhou et al. 2023, LIMA, arXiv:2305.11206; Gekhman et al. 2024, "
+        "arXiv:2405.05904). 'Label named' reads the first of positive / negative in the reply, so a full sentence "
+        "counts; 'exact reply' needs the label alone.",
+        transfer.real_finding, transfer.real_goals, transfer.real_comparisons, folder="smol_real",
+    ),
     "kv_cache": Section(
         "KV cache", "infer_kv_cache.json", "infer_kv_cache",
         "A decoder attends from each new token to every earlier one. Without a cache, every step re-runs the "
@@ -450,10 +473,7 @@ SECTIONS = {
         "pass. Static batching pads a fixed group and waits for its longest reply; continuous (iteration-level) "
         "batching (Orca, Yu et al. 2022, OSDI) admits and retires sequences every step, and vLLM's "
         "PagedAttention (Kwon et al. 2023, arXiv:2309.06180) stores the KV cache in pages so many sequences fit.",
-        _batch_finding,
-        lambda m: [(f"batch-{_f(m.get('largest_batch'), 0)} throughput over batch 1 (x)",
-                    from_metrics(m, "batch_speedup"), ">=", 5)],
-        _batch_comparisons,
+        _batch_finding, _batch_goals, _batch_comparisons,
     ),
     "vllm": Section(
         "vLLM against transformers generate", "infer_vllm.json", "infer_vllm",
@@ -589,6 +609,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             metrics = embed_report.embed_metrics(Path(metrics_dir), read_json, items_dir)
         elif name == "alignment":
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
+        elif name == "real":
+            metrics = transfer.real_metrics(Path(metrics_dir), Path(items_dir))
         else:
             path = Path(metrics_dir) / section.metrics
             if not path.is_file():
@@ -615,6 +637,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
                            _cot_table(metrics)))
         if name == "encoders":
             blocks.append(("table", list(embed_report.COLUMNS), embed_report.table(metrics)))
+        if name == "real":
+            blocks.append(("table", list(transfer.REAL_COLUMNS), transfer.real_table(metrics)))
         if name == "alignment":
             blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
             for file, png in align_report.plots(metrics).items():

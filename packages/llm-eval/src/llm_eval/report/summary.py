@@ -16,9 +16,17 @@ from llm_eval.stats import Estimate
 
 COLUMNS = ("model", "compared with", "exact match change (points)", "perplexity change (%)", "train time (s)",
            "trainable params", "size on disk (MB)", "memory (MB)", "tokens/s, x the compared model")
-# What each row was made from, where it is not the report's reference ('' = nothing evaluated: the base).
+# What each row was made from, where it is not the report's reference ('' = nothing evaluated: the base). LoRA
+# and QLoRA are set against full fine-tuning where the report has it, else against the base they adapt.
 MADE_FROM = {"base": "", "sft_full": "base", "sft_lora": "sft_full", "sft_qlora": "sft_full",
              "student_kd": "student_sft", "student_sft": "sft_full"}
+FALLBACK = {"sft_lora": "base", "sft_qlora": "base"}
+
+
+def made_from(name: str, rows: dict, reference: str) -> str:
+    """The row `name` is compared with: MADE_FROM's, FALLBACK's when that row is absent, else the reference."""
+    other = MADE_FROM.get(name, reference)
+    return FALLBACK.get(name, other) if other and other not in rows else other
 
 
 def _change(estimate: Estimate | None, digits: int = 1, null: float = 0.0, unit: str = "") -> str:
@@ -33,7 +41,7 @@ def table(rows: dict[str, dict], reference: str, seed: int = 0) -> list[list[str
     """One row per model with something to compare it with (rows loaded by `llm_eval.report.load_rows`)."""
     out = []
     for name, row in rows.items():
-        other = MADE_FROM.get(name, reference)
+        other = made_from(name, rows, reference)
         if not other or other == name or other not in rows:
             continue
         a, b = row["items"], rows[other]["items"]
@@ -52,4 +60,4 @@ def table(rows: dict[str, dict], reference: str, seed: int = 0) -> list[list[str
     return out
 
 
-__all__ = ["COLUMNS", "MADE_FROM", "table"]
+__all__ = ["COLUMNS", "MADE_FROM", "made_from", "table"]
