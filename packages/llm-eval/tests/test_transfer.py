@@ -84,11 +84,12 @@ def profiles(tmp_path):
     return tiny, smol
 
 
-def _cfg(smol, tiny, **kwargs):
+def _cfg(smol, tiny, sections="real"):
     return ReportConfig(preset="smol", models="base,sft_lora,sft_qlora", reference="base",
                         metrics_dir=str(smol / "metrics"), items_dir=str(smol / "items"),
-                        plots_dir=str(smol / "plots"), out_dir=str(smol / "out"), sections="real",
-                        compare_metrics_dir=str(tiny / "metrics"), compare_items_dir=str(tiny / "items"), **kwargs)
+                        plots_dir=str(smol / "plots"), out_dir=str(smol / "out"), sections=sections,
+                        compare_metrics_dir=str(tiny / "metrics"), compare_items_dir=str(tiny / "items"),
+                        base_model="smollm2")
 
 
 def _table(md, heading):
@@ -144,6 +145,7 @@ def test_real_section_splits_skills_from_knowledge_and_scores_sentiment(profiles
     goals = {r[0]: r for r in _table(md, "## Goals")}
     assert goals["LoRA exact-match gain on the categories that need no world knowledge (points)"][3] == "met"
     assert goals["LoRA perplexity change on real news text (%)"][3] == "met"
+    assert "### base: A pretrained chat model: SmolLM2-135M-Instruct, as shipped" in md
     summary = json.loads((smol / "out" / "smol" / "summary.json").read_text())
     assert summary["preset"] == "smol" and summary["comparisons"] >= 8
 
@@ -162,3 +164,21 @@ def test_missing_shipped_model_items_name_the_stage(profiles, capsys):
     assert code == 2
     assert "smol_eval@base" in capsys.readouterr().err
     assert not (smol / "out" / "smol.md").exists()
+
+
+def test_batch_goal_is_set_at_16_when_a_larger_batch_ran(profiles):
+    tiny, smol = profiles
+    _write(smol / "metrics" / "infer_batch.json", {
+        "largest_batch": 64, "speedup_batch_16": 1.5, "speedup_batch_16_lo": 1.2, "speedup_batch_16_hi": 2.0,
+        "batch_speedup": 4.0, "batch_speedup_lo": 3.3, "batch_speedup_hi": 5.2})
+    md = run_report(_cfg(smol, tiny, sections="real,batch")).read_text()
+    goals = {r[0]: r for r in _table(md, "## Goals")}
+    assert goals["batch-16 throughput over batch 1 (x)"][3] == "missed"
+    findings = read_back(md)
+    assert any(f.startswith("Batching, speed: batch 16 vs batch 1: 1.50") for f in findings)
+    assert any(f.startswith("Batching, speed: batch 64 vs batch 1: 4.00") for f in findings)
+
+
+def test_unknown_base_model_paragraph_is_rejected():
+    with pytest.raises(ValueError, match="base_model: unknown 'gpt9'"):
+        ReportConfig(base_model="gpt9")
