@@ -19,7 +19,9 @@ without importing gensim:
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 from llm_data.io import atomic_dir, write_jsonl
@@ -30,7 +32,7 @@ LABELS = {"__label__pos": "positive", "__label__neg": "negative"}
 # The world's classification prompt (llm_data.synth), so the same instruction meets real sentences.
 PROMPT = "Is this review positive or negative? {}"
 LICENCE = ("gensim test data (gensim is LGPL-2.1); the corpora carry no licence of their own: research data, "
-           "see docs/datasets.md")
+           "see docs/real-model.md")
 
 
 @dataclass
@@ -76,21 +78,17 @@ def read_sentiment(path: Path) -> list[dict]:
     # The file lists every negative sentence first: alternate the labels so that any first N rows
     # (`--max_documents`, `llm-eval run --max_samples`) stay balanced.
     by_label = [[r for r in rows if r["answer"] == label] for label in ("positive", "negative")]
-    return [r for pair in zip(*by_label, strict=False) for r in pair] + by_label[0][len(by_label[1]):] + \
-        by_label[1][len(by_label[0]):]
+    return [r for pair in zip_longest(*by_label) for r in pair if r is not None]
 
 
 def run_real(cfg: RealConfig) -> Path:
-    import json
-
     folder = data_folder(cfg.package)
-    corpora = {"news": read_news(folder / NEWS), "sentiment": read_sentiment(folder / SENTIMENT)}
+    corpora = {"news": (NEWS, read_news(folder / NEWS)), "sentiment": (SENTIMENT, read_sentiment(folder / SENTIMENT))}
     with atomic_dir(cfg.out) as tmp:
-        for name, rows in corpora.items():
+        for name, (source, rows) in corpora.items():
             rows = rows[: cfg.max_documents] if cfg.max_documents else rows
             (tmp / name).mkdir()
             count = write_jsonl(tmp / name / "test.jsonl", rows)
-            source = NEWS if name == "news" else SENTIMENT
             meta = {"source": f"{cfg.package}/test/test_data/{source}", "licence": LICENCE, "counts": {"test": count}}
             (tmp / name / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Path(cfg.out)

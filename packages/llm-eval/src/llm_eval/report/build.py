@@ -30,7 +30,7 @@ from pathlib import Path
 from llm_data.io import atomic_dir
 
 from llm_eval.items import Items, exact_match_diff, load_items, perplexity_change
-from llm_eval.report import card, compression, render, summary
+from llm_eval.report import card, compression, render, summary, transfer
 from llm_eval.report import findings as fd
 from llm_eval.report.cells import DASH, png_bytes
 from llm_eval.report.cells import number as _fmt
@@ -194,13 +194,13 @@ class ReportConfig:
         metadata={"help": "Another profile's metrics folder (the tiny profile's reports/metrics): the report opens "
                   "with its findings set beside this one's, lesson by lesson ('' = no such table)."},
     )
+    compare_items_dir: str = field(
+        default="reports/items", metadata={"help": "That profile's per-item results folder."}
+    )
     base_model: str = field(
         default="base",
         metadata={"help": "Which paragraph of TECHNIQUES explains the base row: base (the tiny profile's pre-trained "
                   "model) or smollm2 (the imported SmolLM2-135M-Instruct)."},
-    )
-    compare_items_dir: str = field(
-        default="reports/items", metadata={"help": "That profile's per-item results folder."}
     )
 
     def __post_init__(self):
@@ -551,16 +551,12 @@ def _compression_costs(rows: dict, reference: str, cmp: dict[str, compression.Ch
 
 
 def _millions(metrics_dir: str) -> str:
-    from llm_eval.report import transfer
-
     n = transfer.base_parameters(Path(metrics_dir))
     return "" if n is None else f" ({n / 1e6:.1f}M parameters)"
 
 
 def lesson_blocks(cfg: ReportConfig) -> list[tuple]:
     """The table that sets the compared profile's findings beside this report's, lesson by lesson."""
-    from llm_eval.report import transfer
-
     rows, tally = transfer.lessons_table((Path(cfg.compare_metrics_dir), Path(cfg.compare_items_dir)),
                                          (Path(cfg.metrics_dir), Path(cfg.items_dir)))
     if not rows:

@@ -428,7 +428,7 @@ SECTIONS = {
         "format and skills, not new knowledge (Zhou et al. 2023, LIMA, arXiv:2305.11206; Gekhman et al. 2024, "
         "arXiv:2405.05904). 'Label named' reads the first of positive / negative in the reply, so a full sentence "
         "counts; 'exact reply' needs the label alone.",
-        transfer.real_finding, transfer.real_goals, transfer.real_comparisons, folder="smol_real",
+        transfer.real_finding, transfer.real_goals, transfer.real_comparisons,
     ),
     "kv_cache": Section(
         "KV cache", "infer_kv_cache.json", "infer_kv_cache",

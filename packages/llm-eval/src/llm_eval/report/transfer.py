@@ -63,8 +63,7 @@ def real_metrics(metrics_dir: Path, items_dir: Path) -> dict:
     """Per row (base, sft_lora, sft_qlora): the world's tasks split into skill and knowledge categories,
     perplexity on the real news text, and sentiment on the real sentences (strict and label-named), with
     the tuned rows' paired changes against base."""
-    base = _items(items_dir, "base")
-    if base is None:
+    if _items(items_dir, "base") is None:
         raise FileNotFoundError(f"{items_dir}/eval_base: no per-item results of the shipped model (run `dvc repro "
                                 "smol_eval@base`)")
     out: dict = {"rows": {}, "changes": {}}
@@ -77,19 +76,20 @@ def real_metrics(metrics_dir: Path, items_dir: Path) -> dict:
         row = {"skills": _subset_ci(items, SKILLS), "knowledge": _subset_ci(items, KNOWLEDGE),
                "perplexity": from_metrics(ev, "perplexity"), "items": items, "sentiment": sentiment}
         if sentiment is not None:
+            row["labels"] = label_correct(sentiment)
             row["sentiment_strict"] = mean_ci(sentiment.correct, scale=100.0)
-            row["sentiment_label"] = mean_ci(label_correct(sentiment), scale=100.0)
+            row["sentiment_label"] = mean_ci(row["labels"], scale=100.0)
         out["rows"][name] = row
+    base = out["rows"]["base"]
     for name, _ in TUNED:
         if name not in out["rows"]:
             continue
         row = out["rows"][name]
-        change = {"skills": exact_match_diff(row["items"], base, category=SKILLS),
-                  "knowledge": exact_match_diff(row["items"], base, category=KNOWLEDGE),
-                  "perplexity": perplexity_change(row["items"], base)}
-        if row["sentiment"] is not None and out["rows"]["base"]["sentiment"] is not None:
-            change["sentiment"] = paired_diff_ci(label_correct(row["sentiment"]),
-                                                 label_correct(out["rows"]["base"]["sentiment"]), scale=100.0)
+        change = {"skills": exact_match_diff(row["items"], base["items"], category=SKILLS),
+                  "knowledge": exact_match_diff(row["items"], base["items"], category=KNOWLEDGE),
+                  "perplexity": perplexity_change(row["items"], base["items"])}
+        if "labels" in row and "labels" in base:
+            change["sentiment"] = paired_diff_ci(row["labels"], base["labels"], scale=100.0)
         out["changes"][name] = change
     return out
 
@@ -173,7 +173,7 @@ class Lesson:
     moves: str = ""
 
 
-def _pair(a: str, b: str, technique: str, category: tuple[str, ...] | str = "", perplexity: bool = False,
+def _pair(a: str, b: str, technique: str, category: tuple[str, ...] = (), perplexity: bool = False,
           metric: str = "exact match") -> Callable[[Path, Path], fd.Finding | None]:
     def measure(_: Path, items_dir: Path) -> fd.Finding | None:
         ia, ib = _items(items_dir, a), _items(items_dir, b)
@@ -182,7 +182,7 @@ def _pair(a: str, b: str, technique: str, category: tuple[str, ...] | str = "", 
         if perplexity:
             change = perplexity_change(ia, ib)
             return None if change is None else fd.perplexity(technique, change, a, b)
-        if category and not set((category,) if isinstance(category, str) else category) & set(ia.categories):
+        if category and not set(category) & set(ia.categories):
             return None
         return fd.Finding(technique, metric, a, b, exact_match_diff(ia, ib, category=category))
     return measure
@@ -203,7 +203,7 @@ LESSONS = (
            _pair("sft_lora", "base", "LoRA", SKILLS, metric="exact match, skill categories"),
            "copying, summarising, labelling and small sums are in the prompt or in any pre-trained model",
            "the real model already had these skills, or the short run did not teach the format"),
-    Lesson("... on held-out facts", _pair("sft_lora", "base", "LoRA", "facts", metric="exact match, held-out facts"),
+    Lesson("... on held-out facts", _pair("sft_lora", "base", "LoRA", ("facts",), metric="exact match, held-out facts"),
            "the facts come from pre-training, which both models read",
            "fine-tuning teaches format, not knowledge (LIMA; Gekhman et al. 2024): the tiny base read the world's "
            "facts in pre-training, the real model never did"),
