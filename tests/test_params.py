@@ -20,6 +20,7 @@ from llm_eval.cot import CotEvalConfig
 from llm_eval.mlm import MlmEvalConfig
 from llm_eval.report.alignment import POLICIES
 from llm_eval.report.sections import SECTIONS
+from llm_eval.report.transfer import TUNED
 from llm_eval.run import EvalConfig
 from llm_infer.attention import AttentionConfig
 from llm_infer.batch import BatchConfig
@@ -80,16 +81,31 @@ def _sections():
         yield f"smol.sft.{method}", SFTConfig, {**section, "method": method}
     for name in SMOL_INFER:
         yield f"smol.{name}", INFER[name], smol[name]
+    calibration = {k: v for k, v in smol["compress"].items() if k not in ("quantize", "prune")}
+    yield "smol.compress", QuantizeConfig, calibration
+    for name, section in smol["compress"]["quantize"].items():
+        yield f"smol.compress.quantize.{name}", QuantizeConfig, section
+    for name, section in smol["compress"]["prune"].items():
+        yield f"smol.compress.prune.{name}", PruneConfig, {**section, "out": f"models/smol-{name}"}
 
 
 # The inference measurements the smol path repeats on SmolLM2-135M-Instruct (smol_<name> stages).
-SMOL_INFER = ("kv_cache", "attention", "speculative", "batch")
+SMOL_INFER = ("kv_cache", "attention", "speculative", "batch", "vllm", "serve", "parity")
 
 
 def test_every_smol_section_has_a_stage():
-    assert set(PARAMS["smol"]) == {"import", "eval", "sentiment", "sft", *SMOL_INFER}
+    assert set(PARAMS["smol"]) == {"import", "eval", "sentiment", "sft", "compress", *SMOL_INFER}
     for name in SMOL_INFER:
         assert f"smol_{name}" in DVC["stages"], f"params.yaml smol.{name} has no dvc.yaml stage smol_{name}"
+
+
+def test_every_compressed_smol_form_is_evaluated_and_reported():
+    compressed = [*PARAMS["smol"]["compress"]["quantize"], *PARAMS["smol"]["compress"]["prune"]]
+    evaluated = DVC["stages"]["smol_eval"]["foreach"]
+    reported = _flag(DVC["stages"]["report_smol"]["cmd"], "models")
+    for name in compressed:
+        assert evaluated[name]["model"] == f"models/smol-{name}", f"smol_eval has no row {name}"
+        assert name in reported, f"report_smol's --models lacks {name}"
 
 
 def test_every_infer_section_has_a_stage():
@@ -118,6 +134,16 @@ def test_every_params_key_is_used_by_dvc_yaml():
 def _flag(cmd: str, name: str) -> list[str]:
     match = re.search(rf"--{name} (\S+)", cmd)
     return match.group(1).split(",") if match else []
+
+
+def _declared(kind: str):
+    """Every path the stages declare under `kind` (metrics, outs), a foreach over a list expanded item by item."""
+    for stage in DVC["stages"].values():
+        items = stage["foreach"] if isinstance(stage.get("foreach"), list) else [None]
+        for item in items:
+            for entry in (stage["do"] if "do" in stage else stage).get(kind, []):
+                for path in entry if isinstance(entry, dict) else [entry]:
+                    yield path if item is None else path.replace("${item}", str(item))
 
 
 # The encoders `llm-eval embed` scores (the embed stage's foreach keys), all of them in the encoders section.
@@ -150,9 +176,14 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
             expected |= {f"reports/{kind}/embed_{name}{ext}" for name in PARAMS_EMBED
                          for kind, ext in (("metrics", ".json"), ("items", ""))}
             expected |= {f"reports/metrics/train_contrastive_{m}.json" for m in PARAMS["train"]["contrastive"]}
-        if section == "real":  # each row's answers on the real review sentences
-            expected |= {f"{items}/eval_sentiment_{row}" for row in rows}
-        if SECTIONS[section].metrics:
+        if section == "real":  # the shipped and tuned rows' answers on the real review sentences
+            expected |= {f"{items}/eval_sentiment_{row}" for row in rows if row in ("base", *dict(TUNED))}
+        # a benchmark run as separate stages (<file>_run<k>.json): every run's metrics and plots
+        stem = f"{metrics}/{SECTIONS[section].metrics.removesuffix('.json')}_run"
+        runs = [m for m in _declared("metrics") if m.startswith(stem)]
+        for run in runs:
+            expected |= {run, run.replace(metrics, plots_dir).removesuffix(".json")}
+        if SECTIONS[section].metrics and not runs:
             expected.add(f"{metrics}/{SECTIONS[section].metrics}")
         plots = f"{plots_dir}/{SECTIONS[section].folder or f'infer_{section}'}"
         if any(plots in out for st in DVC["stages"].values() for out in st.get("outs", []) if isinstance(out, dict)):

@@ -79,6 +79,15 @@ REDUCED = {
     ("smol", "batch", "n_prompts"): 8,
     ("smol", "batch", "batch_sizes"): "1,4",
     ("smol", "batch", "max_new_tokens"): 8,
+    ("smol", "compress", "calibration_samples"): 8,
+    ("smol", "vllm", "n_prompts"): 8,
+    ("smol", "vllm", "batch_sizes"): "1,8",
+    ("smol", "vllm", "max_new_tokens"): 8,
+    ("smol", "serve", "load_test_requests"): 4,
+    ("smol", "serve", "load_test_clients"): 2,
+    ("smol", "serve", "max_tokens"): 8,
+    ("smol", "parity", "max_samples"): 4,
+    ("smol", "parity", "max_new_tokens"): 8,
 }
 
 
@@ -283,8 +292,15 @@ def test_smol_path_runs_a_real_model_and_sets_the_tiny_findings_beside_it(repo_c
     assert "quantization_config" not in config and config["num_hidden_layers"] == 30
     report = (repo_copy / "reports" / "smol.md").read_text()
     for heading in ("## What carries from the tiny profile", "## Real text and real sentences", "## KV cache",
-                    "## Attention implementations", "## Speculative decoding", "## Batching"):
+                    "## Attention implementations", "## Speculative decoding", "## Batching",
+                    "## vLLM against transformers generate", "## Serving", "## Train/serve parity"):
         assert heading in report
+    # every compressed form has its size and its comparison with the shipped model
+    for name in ("int8", "nf4", "gptq", "awq", "quanto_int4", "sparsegpt_50", "sparsegpt_2of4"):
+        assert json.loads((repo_copy / f"reports/metrics/smol/eval_{name}.json").read_text())["n_samples"] == 24
+    assert "gptq size on disk, fp32 / gptq (x)" in report
+    vllm = report.split("## vLLM against transformers generate", 1)[1].split("\n## ", 1)[0]
+    assert "mean over 3 separate runs" in vllm and "| run | vLLM tokens/s |" in vllm
     lessons = report.split("## What carries from the tiny profile", 1)[1].split("\n## ", 1)[0]
     assert "| LoRA teaches the tasks | sft_lora vs base:" in lessons  # measured on both profiles
     findings = read_back(report)

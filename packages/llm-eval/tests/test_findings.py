@@ -119,6 +119,12 @@ def test_card_lists_each_technique_once_across_presets(tmp_path):
          "peak_ram_mb": 2100, "disk_mb": 350, "environments_mb": {".venv": 5000}}))
     md = card.write_card(tmp_path).read_text()
     assert "| fast | 12 min | 2.1 GB | 0.3 GB (+ 5.0 GB environments) | CPU X (AVX2), 2 cores, every stage run |" in md
+    assert "Where that time went" not in md  # a record without stage times
+    record = json.loads((tmp_path / card.RUNS / "fast.json").read_text())
+    (tmp_path / card.RUNS / "fast.json").write_text(json.dumps({**record, "stage_seconds": {"synth": 30, "sft": 600}}))
+    md = card.write_card(tmp_path).read_text()
+    timing = md.split("Where that time went", 1)[1]
+    assert timing.index("| fast | sft | 600 | 80% |") < timing.index("| fast | synth | 30 | 4% |")
 
 
 def test_card_names_a_broken_summary(tmp_path):

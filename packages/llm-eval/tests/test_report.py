@@ -426,6 +426,24 @@ def test_balanced_sections(balanced):
     assert "data:image/png;base64" in (balanced / "balanced.html").read_text()
 
 
+def test_vllm_runs_as_separate_stages_give_an_interval_over_the_runs(balanced):
+    """`infer_vllm_run<k>.json` (one per separate run of the stage) instead of one infer_vllm.json: the ratio is the
+    mean over runs with Student's t interval over them, and each run's own numbers are listed."""
+    metrics = balanced / "metrics"
+    for k, ratio in ((1, 2.0), (2, 2.4), (3, 2.2)):
+        _write(metrics / f"infer_vllm_run{k}.json",
+               {"prompts": 64, "largest_batch": 64, "vllm_available": 1, "vllm_match_fraction": 1.0,
+                "vllm_tokens_per_s": 100.0 * ratio, "tokens_per_s_batch_64": 100.0,
+                **_with_interval("vllm_vs_static", ratio, 0.05)})
+    cfg = _cfg(balanced, models="sft_full", sections="vllm")
+    md = run_report(cfg).read_text()
+    section = md.split("## vLLM against transformers generate", 1)[1].split("\n## ", 1)[0]
+    assert "mean over 3 separate runs" in section
+    assert "| 2 | 240 | 100 | 2.40 [2.35, 2.45] |" in section  # run 2 and its within-run interval
+    # 2.2 [1.70, 2.70] over runs: the >= 2x goal is not decided, though each run's own interval would decide it
+    assert "vLLM throughput over transformers generate, batch 64 (x) | 2.20 [1.70, 2.70] | >= 2 | not decided" in md
+
+
 def test_missing_section_input_names_the_stage(balanced, capsys):
     (balanced / "metrics" / "infer_batch.json").unlink()
     args = ["report", "--preset", "balanced", "--models", "sft_full", "--sections", "batch",

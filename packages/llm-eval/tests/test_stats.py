@@ -105,3 +105,16 @@ def test_metrics_keys_round_trip():
     assert stats.to_metrics("perplexity", Estimate(6.0, math.nan, math.nan)) == {"perplexity": 6.0}
     assert stats.from_metrics({"perplexity": 6.0}, "perplexity").fmt(2) == "6.00"
     assert stats.from_metrics({}, "bleu") is None
+
+
+def test_runs_interval_is_student_t_over_separate_runs():
+    est = stats.runs_ci([2.0, 2.4, 2.2])
+    # mean 2.2, sd 0.2, t(0.975, 2) = 4.303: half-width 4.303 * 0.2 / sqrt(3) = 0.497
+    assert est.value == pytest.approx(2.2)
+    assert (est.lo, est.hi) == pytest.approx((2.2 - 0.4969, 2.2 + 0.4969), abs=1e-3)
+    # more runs with the same spread: narrower (t falls and the sqrt(n) grows)
+    wider, narrower = stats.runs_ci([1.0, 3.0]), stats.runs_ci([1.0, 3.0, 1.0, 3.0, 1.0, 3.0])
+    assert narrower.hi - narrower.lo < wider.hi - wider.lo
+    assert not stats.runs_ci([2.0]).has_interval
+    with pytest.raises(ValueError):
+        stats.runs_ci([])

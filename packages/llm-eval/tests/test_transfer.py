@@ -182,3 +182,23 @@ def test_batch_goal_is_set_at_16_when_a_larger_batch_ran(profiles):
 def test_unknown_base_model_paragraph_is_rejected():
     with pytest.raises(ValueError, match="base_model: unknown 'gpt9'"):
         ReportConfig(base_model="gpt9")
+
+
+def test_compression_and_vllm_lessons_pair_each_profile_with_its_own_reference(profiles):
+    """A compressed model is set against sft_full on the tiny profile and against the shipped model on the real
+    one; vLLM's ratio on the real model is the mean over its separate runs."""
+    tiny, smol = profiles
+    _items(tiny / "items", "sft_full", lambda c, i: i < 36, 10.0)
+    _items(tiny / "items", "gptq", lambda c, i: i < 36, 10.2)  # +2% on the tiny profile
+    _items(smol / "items", "gptq", lambda c, i: i < 2, 12.0)  # +20% against the shipped model
+    _speed(tiny / "metrics", "infer_vllm.json", "vllm_vs_static", 1.9, 0.2)
+    for k, ratio in ((1, 2.9), (2, 3.1), (3, 3.0)):
+        _speed(smol / "metrics", f"infer_vllm_run{k}.json", "vllm_vs_static", ratio, 0.05)
+    rows, _ = transfer.lessons_table((tiny / "metrics", tiny / "items"), (smol / "metrics", smol / "items"))
+    rows = {r[0]: r for r in rows}
+    gptq = rows["GPTQ 4-bit weights keep held-out perplexity"]
+    assert gptq[1].startswith("gptq vs sft_full: +2.0") and gptq[2].startswith("gptq vs base: +20.0")
+    vllm = rows["vLLM against generate at the largest batch"]
+    assert vllm[2].startswith("vLLM vs transformers generate: 3.00 [2.75, 3.25]x")  # t over 3 runs, sd 0.1
+    assert vllm[3] == "same" and "larger on the real model (1.90x to 3.00x)" in vllm[4]
+    assert "AWQ 4-bit weights keep held-out perplexity" not in rows  # measured on neither

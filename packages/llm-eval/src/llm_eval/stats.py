@@ -192,6 +192,26 @@ def paired_speedup_ci(baseline_seconds: Sequence[float], method_seconds: Sequenc
     return bootstrap([baseline_seconds, method_seconds], lambda b, m: b / m, seed=seed)
 
 
+def runs_ci(values: Sequence[float]) -> Estimate:
+    """The mean of one measure taken in separate runs, with its Student-t 95% interval over the runs.
+
+    Repeats inside one process share its start-up, memory layout and neighbours on the CPU; separate runs
+    do not, so their spread is what a reader who reruns the stage meets. A few runs give a wide interval
+    (t with n - 1 degrees of freedom) rather than a falsely narrow one; one run gives none.
+    """
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        raise ValueError("runs_ci needs at least one run")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return Estimate(mean, math.nan, math.nan)
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return Estimate(mean, mean - half, mean + half)
+
+
 def verdict(diff: Estimate, a: str, b: str, unit: str = " points", null: float = 0.0,
             higher_is_better: bool = True, digits: int = 1) -> str:
     """One line on a comparison of `a` with `b`: the winner and the margin, or 'within noise'.

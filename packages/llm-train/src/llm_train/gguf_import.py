@@ -86,8 +86,11 @@ def run_import(cfg: ImportConfig) -> Path:
         raise ValueError(f"{source}: SHA-256 {digest} differs from the pinned --sha256 {cfg.sha256}; a different "
                          f"build of the model is installed (pin its hash, or reinstall the locked version)")
     start = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    # local_files_only: the file is local anyway, and the tokenizer saves the flag in tokenizer_config.json, so
+    # leaving it to HF_HUB_OFFLINE would make the folder (and its DVC hash) depend on the environment.
+    tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32,
+                                                 local_files_only=True)
     # The loader marks the model as GGUF-quantized although its tensors are now plain fp32; saved with
     # that mark, every later load would look for a GGUF file that is not in the folder.
     model.hf_quantizer = None

@@ -114,6 +114,16 @@ def _run(record: dict | None) -> list[str]:
             f"{record['machine']}, {how}"]
 
 
+def _stages(summaries: list[dict], runs: dict[str, dict]) -> list[list[str]]:
+    """Each recorded run's stages, slowest first, with their share of its wall time."""
+    rows = []
+    for s in summaries:
+        record = runs.get(s["preset"]) or {}
+        for stage, seconds in sorted(record.get("stage_seconds", {}).items(), key=lambda kv: -kv[1]):
+            rows.append([s["preset"], stage, f"{seconds:,}", f"{100 * seconds / max(record['seconds'], 1):.0f}%"])
+    return rows
+
+
 def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[tuple]:
     runs = runs or {}
     presets = [[s["preset"], s.get("machine", DASH), str(s["models"]), f"{s['stage_seconds']:,.0f}",
@@ -121,6 +131,10 @@ def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[t
                 " / ".join(str(s["goals"].get(state, 0)) for state in ("met", "missed", "not decided"))]
                for s in summaries]
     recorded = [[s["preset"], *_run(runs.get(s["preset"]))] for s in summaries]
+    stages = _stages(summaries, runs)
+    timing = [("p", "Where that time went: each stage of a recorded run, from the moment DVC started it to the next "
+                    "stage's start (caching its outputs included), slowest first."),
+              ("table", ["preset", "stage", "seconds", "share of the run"], stages)] if stages else []
     seen, techniques = set(), []
     for s in summaries:
         for t in s["techniques"]:
@@ -144,6 +158,7 @@ def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[t
               "beside the Python environments. A run that reused stages DVC had already run took less than one that "
               "ran every stage."),
         ("table", ["preset", "wall time", "peak memory", "disk", "recorded on"], recorded),
+        *timing,
         ("h2", "Techniques"),
         ("table", ["technique", "preset", "comparison", "metric", "difference [95% interval]", "train time (s)",
                    "size on disk (MB)", "memory (MB)", "verdict"], techniques),

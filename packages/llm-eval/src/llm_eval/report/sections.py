@@ -21,6 +21,7 @@ from llm_eval.report import encoders as embed_report
 from llm_eval.report import findings as fd
 from llm_eval.report import transfer
 from llm_eval.report.cells import DASH
+from llm_eval.report.runs import RUN_COLUMNS, run_files, runs_metrics
 from llm_eval.stats import from_metrics, verdict
 
 
@@ -221,12 +222,15 @@ def _vllm_finding(m: dict) -> str:
     if not m.get("vllm_available"):
         return "vLLM did not run (see the table's status column)."
     largest = _f(m.get("largest_batch"), 0)
+    runs = (f" Each number is the mean over {_f(m['separate_runs'], 0)} separate runs of the stage, each with its "
+            f"own engine start, and its interval is Student's t over those runs (the table gives each run with the "
+            f"interval over its own repeats)." if m.get("separate_runs") else "")
     return (f"vLLM generates {_f(m.get('vllm_tokens_per_s'), 0)} tokens/s on {_f(m.get('prompts'), 0)} prompts: "
             f"{_ratio(m, 'vllm_vs_static')} transformers `generate` with all of them in one batch of {largest}, and "
             f"{_ratio(m, 'vllm_vs_batch_1')} `generate` one prompt at a time; "
-            f"{100 * m.get('vllm_match_fraction', 0):.0f}% of its replies equal batch-1 greedy. A decoding step of a "
-            f"model this small is mostly fixed cost (Python, scheduling, operator launches), so these ratios say "
-            f"little about a large model on a GPU, where arithmetic and memory traffic dominate.")
+            f"{100 * m.get('vllm_match_fraction', 0):.0f}% of its replies equal batch-1 greedy. These ratios hold for "
+            f"this model on a CPU: on a large model on a GPU, arithmetic and memory traffic dominate a step and set "
+            f"the ratio instead.{runs}")
 
 
 def _vllm_comparisons(m: dict) -> list[str]:
@@ -611,12 +615,17 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
         elif name == "real":
             metrics = transfer.real_metrics(Path(metrics_dir), Path(items_dir))
+        elif name == "vllm" and not (Path(metrics_dir) / section.metrics).is_file() and (
+                files := run_files(Path(metrics_dir), "infer_vllm")):
+            metrics = runs_metrics(files, read_json)  # the stage ran several times: one file per run
         else:
             path = Path(metrics_dir) / section.metrics
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no metrics for section {name!r} (run `dvc repro {section.stage}`)")
             metrics = read_json(path)
         folder = Path(plots_dir) / (section.folder or f"infer_{name}")
+        if metrics.get("separate_runs"):  # the first run's table and plot; the runs table follows the finding
+            folder = Path(plots_dir) / files[0].stem
         if name == "kv_cache":
             metrics["quantized_token_agreement"] = _token_agreement(folder / "kv_cache.csv", metrics)
         blocks += [("h2", section.title), ("p", section.about)]
@@ -639,6 +648,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             blocks.append(("table", list(embed_report.COLUMNS), embed_report.table(metrics)))
         if name == "real":
             blocks.append(("table", list(transfer.REAL_COLUMNS), transfer.real_table(metrics)))
+        if metrics.get("separate_runs"):
+            blocks.append(("table", list(RUN_COLUMNS), metrics["runs_table"]))
         if name == "alignment":
             blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
             for file, png in align_report.plots(metrics).items():

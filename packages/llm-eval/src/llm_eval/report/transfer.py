@@ -23,6 +23,7 @@ from pathlib import Path
 from llm_eval.items import Items, exact_match_diff, load_items, perplexity_change
 from llm_eval.report import findings as fd
 from llm_eval.report.cells import DASH
+from llm_eval.report.runs import run_files, runs_metrics
 from llm_eval.stats import Estimate, from_metrics, mean_ci, paired_diff_ci
 
 # Categories a model can answer from the prompt and general skill, and those that need the world's facts,
@@ -162,6 +163,11 @@ def real_goals(m: dict) -> list[tuple]:
 # ----------------------------------------------------------------------------- lessons across profiles
 
 
+# A compressed model's uncompressed reference: the fully fine-tuned model on the tiny profile, the model as
+# shipped on the real one.
+UNCOMPRESSED = ("sft_full", "base")
+
+
 @dataclass(frozen=True)
 class Lesson:
     lesson: str  # what the tiny profile's finding teaches
@@ -173,24 +179,32 @@ class Lesson:
     moves: str = ""
 
 
-def _pair(a: str, b: str, technique: str, category: tuple[str, ...] = (), perplexity: bool = False,
+def _pair(a: str, b: str | tuple[str, ...], technique: str, category: tuple[str, ...] = (), perplexity: bool = False,
           metric: str = "exact match") -> Callable[[Path, Path], fd.Finding | None]:
+    """`a` against `b`, or against the first of several `b` that the profile has (a compressed model's uncompressed
+    reference: sft_full on the tiny profile, the shipped model on the real one)."""
     def measure(_: Path, items_dir: Path) -> fd.Finding | None:
-        ia, ib = _items(items_dir, a), _items(items_dir, b)
+        ia = _items(items_dir, a)
+        ref, ib = next(((r, i) for r in ((b,) if isinstance(b, str) else b) if (i := _items(items_dir, r))),
+                       (None, None))
         if ia is None or ib is None:
             return None
         if perplexity:
             change = perplexity_change(ia, ib)
-            return None if change is None else fd.perplexity(technique, change, a, b)
+            return None if change is None else fd.perplexity(technique, change, a, ref)
         if category and not set(category) & set(ia.categories):
             return None
-        return fd.Finding(technique, metric, a, b, exact_match_diff(ia, ib, category=category))
+        return fd.Finding(technique, metric, a, ref, exact_match_diff(ia, ib, category=category))
     return measure
 
 
 def _ratio(file: str, key: str, technique: str, a: str, b: str) -> Callable[[Path, Path], fd.Finding | None]:
+    """A speed ratio from a benchmark's metrics: `file`, or the mean over its separate runs (`runs.py`)."""
     def measure(metrics_dir: Path, _: Path) -> fd.Finding | None:
-        estimate = from_metrics(_read(metrics_dir / file), key)
+        metrics = _read(metrics_dir / file)
+        if not metrics and (files := run_files(metrics_dir, file.removesuffix(".json"))):
+            metrics = runs_metrics(files, _read)
+        estimate = from_metrics(metrics, key)
         return None if estimate is None else fd.speed(technique, estimate, a, b)
     return measure
 
@@ -214,6 +228,21 @@ LESSONS = (
     Lesson("QLoRA against LoRA", _pair("sft_qlora", "sft_lora", "QLoRA"),
            "an NF4 base under the same adapters keeps most of the fp32 base's behaviour",
            "the real model's weights were already rounded to 4 bits once (Q4_1); NF4 rounds them again"),
+    Lesson("GPTQ 4-bit weights keep held-out perplexity", _pair("gptq", UNCOMPRESSED, "GPTQ", perplexity=True),
+           "rounding with second-order error correction keeps what the calibration data exercise",
+           "the real model's weights were already rounded to 4 bits (Q4_1), and its held-out text is prose that the "
+           "task-shaped calibration rows do not cover"),
+    Lesson("AWQ 4-bit weights keep held-out perplexity", _pair("awq", UNCOMPRESSED, "AWQ", perplexity=True),
+           "scaling the channels that meet large activations before rounding protects them",
+           "the real model's weights were already rounded to 4 bits (Q4_1), and its held-out text is prose that the "
+           "task-shaped calibration rows do not cover"),
+    Lesson("NF4 weights without calibration", _pair("nf4", UNCOMPRESSED, "NF4", perplexity=True),
+           "a 4-bit grid shaped like normally distributed weights fits any model's weights",
+           "rounding weights that were rounded to another 4-bit grid once (Q4_1) compounds the two errors"),
+    Lesson("SparseGPT at 50% sparsity", _pair("sparsegpt_50", UNCOMPRESSED, "SparseGPT", perplexity=True),
+           "updating the kept weights makes up for most of what was removed",
+           "the kept weights are chosen for the task-shaped calibration rows, not for the prose the real model is "
+           "scored on, and a model trained on far more tokens than its size uses more of its weights"),
     Lesson("KV cache at the longest reply", _ratio("infer_kv_cache.json", "kv_speedup", "KV cache",
                                                    "dynamic KV cache", "no cache"),
            "without a cache every step recomputes the whole sequence",
@@ -233,6 +262,11 @@ LESSONS = (
            "one forward pass serves many sequences",
            "a wider model's step is compute-bound sooner on a CPU, which leaves less idle hardware for a batch to "
            "fill", "smaller"),
+    Lesson("vLLM against generate at the largest batch", _ratio("infer_vllm.json", "vllm_vs_static", "vLLM", "vLLM",
+                                                                "transformers generate"),
+           "a scheduler and paged KV cache built for serving beat padded static batches",
+           "with more arithmetic per token, the engine's fixed costs that vLLM saves are a smaller share of a step",
+           "smaller"),
 )
 
 
