@@ -166,6 +166,8 @@ def real_goals(m: dict) -> list[tuple]:
 # A compressed model's uncompressed reference: the fully fine-tuned model on the tiny profile, the model as
 # shipped on the real one.
 UNCOMPRESSED = ("sft_full", "base")
+CALIBRATED_4BIT_DIFFERS = ("the real model's weights were already rounded to 4 bits (Q4_1), and its held-out text is "
+                           "prose that the task-shaped calibration rows do not cover")
 
 
 @dataclass(frozen=True)
@@ -230,12 +232,10 @@ LESSONS = (
            "the real model's weights were already rounded to 4 bits once (Q4_1); NF4 rounds them again"),
     Lesson("GPTQ 4-bit weights keep held-out perplexity", _pair("gptq", UNCOMPRESSED, "GPTQ", perplexity=True),
            "rounding with second-order error correction keeps what the calibration data exercise",
-           "the real model's weights were already rounded to 4 bits (Q4_1), and its held-out text is prose that the "
-           "task-shaped calibration rows do not cover"),
+           CALIBRATED_4BIT_DIFFERS),
     Lesson("AWQ 4-bit weights keep held-out perplexity", _pair("awq", UNCOMPRESSED, "AWQ", perplexity=True),
            "scaling the channels that meet large activations before rounding protects them",
-           "the real model's weights were already rounded to 4 bits (Q4_1), and its held-out text is prose that the "
-           "task-shaped calibration rows do not cover"),
+           CALIBRATED_4BIT_DIFFERS),
     Lesson("NF4 weights without calibration", _pair("nf4", UNCOMPRESSED, "NF4", perplexity=True),
            "a 4-bit grid shaped like normally distributed weights fits any model's weights",
            "rounding weights that were rounded to another 4-bit grid once (Q4_1) compounds the two errors"),
