@@ -94,7 +94,6 @@ def run_import(cfg: ImportConfig) -> Path:
     # The loader marks the model as GGUF-quantized although its tensors are now plain fp32; saved with
     # that mark, every later load would look for a GGUF file that is not in the folder.
     model.hf_quantizer = None
-    model.config.quantization_config = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with atomic_dir(cfg.out) as tmp:

@@ -34,6 +34,8 @@ from llm_eval.report import card, compression, render, summary, transfer
 from llm_eval.report import findings as fd
 from llm_eval.report.cells import DASH, png_bytes
 from llm_eval.report.cells import number as _fmt
+from llm_eval.report.metrics_file import optional as _optional
+from llm_eval.report.metrics_file import read as _read_json
 from llm_eval.stats import Estimate, from_metrics
 
 QUANTIZED = ("int8", "nf4")
@@ -230,20 +232,6 @@ class ReportConfig:
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def _read_json(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
-        raise ValueError(f"{path}: expected a flat JSON object of numbers")
-    return {k: float(v) for k, v in data.items()}
-
-
-def _optional(path: Path) -> dict[str, float]:
-    return _read_json(path) if path.is_file() else {}
 
 
 def load_rows(cfg: ReportConfig) -> dict[str, dict]:

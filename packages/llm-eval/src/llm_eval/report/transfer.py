@@ -23,6 +23,7 @@ from pathlib import Path
 from llm_eval.items import Items, exact_match_diff, load_items, perplexity_change
 from llm_eval.report import findings as fd
 from llm_eval.report.cells import DASH
+from llm_eval.report.metrics_file import optional, read
 from llm_eval.report.runs import run_files, runs_metrics
 from llm_eval.stats import Estimate, from_metrics, mean_ci, paired_diff_ci
 
@@ -37,10 +38,6 @@ TUNED = (("sft_lora", "LoRA"), ("sft_qlora", "QLoRA"))
 
 def _items(items_dir: Path, name: str) -> Items | None:
     return load_items(items_dir, name) if (items_dir / f"eval_{name}").is_dir() else None
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def named_label(prediction: str) -> str:
@@ -72,7 +69,7 @@ def real_metrics(metrics_dir: Path, items_dir: Path) -> dict:
         items = _items(items_dir, name)
         if items is None:
             continue
-        ev = _read(metrics_dir / f"eval_{name}.json")
+        ev = optional(metrics_dir / f"eval_{name}.json")
         sentiment = _items(items_dir, f"{SENTIMENT}_{name}")
         row = {"skills": _subset_ci(items, SKILLS), "knowledge": _subset_ci(items, KNOWLEDGE),
                "perplexity": from_metrics(ev, "perplexity"), "items": items, "sentiment": sentiment}
@@ -203,9 +200,9 @@ def _pair(a: str, b: str | tuple[str, ...], technique: str, category: tuple[str,
 def _ratio(file: str, key: str, technique: str, a: str, b: str) -> Callable[[Path, Path], fd.Finding | None]:
     """A speed ratio from a benchmark's metrics: `file`, or the mean over its separate runs (`runs.py`)."""
     def measure(metrics_dir: Path, _: Path) -> fd.Finding | None:
-        metrics = _read(metrics_dir / file)
+        metrics = optional(metrics_dir / file)
         if not metrics and (files := run_files(metrics_dir, file.removesuffix(".json"))):
-            metrics = runs_metrics(files, _read)
+            metrics = runs_metrics(files, read)
         estimate = from_metrics(metrics, key)
         return None if estimate is None else fd.speed(technique, estimate, a, b)
     return measure
@@ -272,7 +269,7 @@ LESSONS = (
 
 def base_parameters(metrics_dir: Path) -> float | None:
     """The adapted base model's parameter count, from the LoRA run's metrics (total minus the adapter)."""
-    train = _read(metrics_dir / "train_sft_lora.json")
+    train = optional(metrics_dir / "train_sft_lora.json")
     if "total_params" not in train:
         return None
     return train["total_params"] - train.get("trainable_params", 0)
