@@ -70,7 +70,7 @@ REDUCED = {
     ("smol", "sentiment", "max_samples"): 16,
     **{("smol", "sft", method, key): value for method in ("lora", "qlora")
        for key, value in (("max_steps", 2), ("batch_size", 4), ("eval_steps", 2))},
-    ("smol", "kv_cache", "new_tokens"): "8,16",
+    ("smol", "kv_cache", "new_tokens"): "16",
     ("smol", "kv_cache", "repeats"): 2,
     ("smol", "attention", "seq_lens"): "32,64",
     ("smol", "attention", "repeats"): 2,
@@ -81,7 +81,7 @@ REDUCED = {
     ("smol", "batch", "max_new_tokens"): 8,
     ("smol", "compress", "calibration_samples"): 8,
     ("smol", "vllm", "n_prompts"): 8,
-    ("smol", "vllm", "batch_sizes"): "1,8",
+    ("smol", "vllm", "batch_sizes"): "8",
     ("smol", "vllm", "max_new_tokens"): 8,
     ("smol", "serve", "load_test_requests"): 4,
     ("smol", "serve", "load_test_clients"): 2,

@@ -15,15 +15,18 @@ def _rows(path):
 def test_the_installed_corpora_become_news_and_sentiment(tmp_path):
     assert main(["real", "--out", str(tmp_path / "real")]) == 0
     news = _rows(tmp_path / "real" / "news" / "test.jsonl")
+    calibration = _rows(tmp_path / "real" / "news" / "train.jsonl")
     sentiment = _rows(tmp_path / "real" / "sentiment" / "test.jsonl")
-    assert len(news) == 300 and all(row["text"].strip() for row in news)
+    assert len(news) == 100 and len(calibration) == 200 and all(row["text"].strip() for row in news + calibration)
+    # Calibration text is never scored: no document is in both splits.
+    assert not {row["text"] for row in news} & {row["text"] for row in calibration}
     assert len(sentiment) == 200
     assert sorted({row["answer"] for row in sentiment}) == ["negative", "positive"]
     # The file lists every negative first; alternated, any first rows are balanced.
     assert [row["answer"] for row in sentiment[:4]] == ["positive", "negative", "positive", "negative"]
     assert sentiment[0]["prompt"].startswith(PROMPT.format("")) and sentiment[0]["category"] == "sentiment"
     meta = json.loads((tmp_path / "real" / "news" / "meta.json").read_text())
-    assert meta["counts"] == {"test": 300} and "LGPL-2.1" in meta["licence"]
+    assert meta["counts"] == {"test": 100, "train": 200} and "LGPL-2.1" in meta["licence"]
 
 
 @pytest.fixture
@@ -40,9 +43,11 @@ def fake_package(tmp_path, monkeypatch):
 
 
 def test_reads_latin1_without_importing_the_package(tmp_path, fake_package):
-    assert main(["real", "--package", "fakecorpora", "--out", str(tmp_path / "out"), "--max_documents", "2"]) == 0
+    assert main(["real", "--package", "fakecorpora", "--out", str(tmp_path / "out"), "--max_documents", "2",
+                 "--news_test", "1"]) == 0
     assert "fakecorpora" not in sys.modules
-    assert [r["text"] for r in _rows(tmp_path / "out" / "news" / "test.jsonl")] == ["First story.", "Second story."]
+    assert [r["text"] for r in _rows(tmp_path / "out" / "news" / "test.jsonl")] == ["First story."]
+    assert [r["text"] for r in _rows(tmp_path / "out" / "news" / "train.jsonl")] == ["Second story."]
     rows = _rows(tmp_path / "out" / "sentiment" / "test.jsonl")
     assert [r["answer"] for r in rows] == ["positive", "negative"] and "café" in rows[0]["prompt"]
 

@@ -287,7 +287,7 @@ def test_compression_side_by_side(compressed):
     assert gptq.startswith("| gptq | 1.00 (3.8x) | 4.00 (1.0x) | -1.0 [")
     assert gptq.split(" | ")[-1].startswith("2.00 [")  # tokens/s over fp32 on the same batches
     assert "| sparsegpt_50 | 50 | 50.0 | 40.0 | 60.0 [55.0, 65.0] | -20.0 [" in compression
-    assert "64 calibration rows" in compression
+    assert "64 calibration rows: conversations from the SFT train split" in compression
     assert "![Exact match and perplexity against the share of weights pruned](inference/pruning_curve.png)" in md
     assert (compressed / "inference" / "pruning_curve.png").read_bytes().startswith(PNG)
     goal = _goal_rows(md)
@@ -299,6 +299,14 @@ def test_compression_side_by_side(compressed):
     # One paragraph per pruning method, however many rows use it.
     assert md.count("### sparsegpt: SparseGPT pruning") == 1 and "arXiv:2301.00774" in md
     assert "### magnitude: Magnitude pruning" in md and "### gptq: GPTQ 4-bit weights" in md
+
+
+def test_the_calibration_note_names_the_profiles_calibration_rows(compressed):
+    # The smol path calibrates on real news documents, not the world's chats: the note must say which.
+    md = run_report(_cfg(compressed, models="sft_full,gptq", preset="smol", base_model="smollm2")).read_text()
+    compression = md.split("## Compression side by side", 1)[1].split("\n## ", 1)[0]
+    assert "64 calibration rows: real news documents from the train split of data/real/news" in compression
+    assert "conversations from the SFT train split" not in compression
 
 
 def test_speed_needs_the_same_batches(compressed):

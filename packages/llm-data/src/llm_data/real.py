@@ -5,8 +5,10 @@ gensim 4.4.0 wheel, `gensim/test/test_data/`) holds two small public research co
 without importing gensim:
 
 - `lee_background.cor`: 300 ABC (Australian Broadcasting Corporation) news documents, one per line,
-  from the Lee et al. (2005) document-similarity study. Written as `news/test.jsonl` ({text} rows,
-  the `llm-eval run --text` layout): held-out perplexity on real prose, before and after fine-tuning.
+  from the Lee et al. (2005) document-similarity study, as {text} rows (the `llm-eval run --text`
+  layout). The first `--news_test` documents are `news/test.jsonl`: held-out perplexity on real prose,
+  before and after fine-tuning or compression. The rest are `news/train.jsonl`: calibration text for
+  GPTQ, AWQ and SparseGPT, the same kind of prose as the test documents but never the same ones.
 - `pang_lee_polarity.cor`: 200 movie-review sentences labelled `__label__pos` / `__label__neg`, a
   sample of Pang & Lee's sentence polarity data (2005), latin-1, lowercased and tokenized as
   distributed. Written as `sentiment/test.jsonl` in the task layout ({prompt, completion, category,
@@ -42,10 +44,15 @@ class RealConfig:
     )
     out: str = field(default="data/real", metadata={"help": "Output folder: news/ and sentiment/ inside."})
     max_documents: int = field(default=0, metadata={"help": "Keep the first N of each corpus (0 = all)."})
+    news_test: int = field(
+        default=100, metadata={"help": "The first N news documents are the test split; the rest are train."}
+    )
 
     def __post_init__(self):
         if self.max_documents < 0:
             raise ValueError(f"max_documents must be >= 0 (0 = all), got {self.max_documents}")
+        if self.news_test < 1:
+            raise ValueError(f"news_test must be >= 1, got {self.news_test}")
 
 
 def data_folder(package: str) -> Path:
@@ -87,8 +94,10 @@ def run_real(cfg: RealConfig) -> Path:
     with atomic_dir(cfg.out) as tmp:
         for name, (source, rows) in corpora.items():
             rows = rows[: cfg.max_documents] if cfg.max_documents else rows
+            # Only the news has a train split: calibration text that the perplexity never scores.
+            splits = {"test": rows[:cfg.news_test], "train": rows[cfg.news_test:]} if name == "news" else {"test": rows}
             (tmp / name).mkdir()
-            count = write_jsonl(tmp / name / "test.jsonl", rows)
-            meta = {"source": f"{cfg.package}/test/test_data/{source}", "licence": LICENCE, "counts": {"test": count}}
+            counts = {split: write_jsonl(tmp / name / f"{split}.jsonl", part) for split, part in splits.items() if part}
+            meta = {"source": f"{cfg.package}/test/test_data/{source}", "licence": LICENCE, "counts": counts}
             (tmp / name / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Path(cfg.out)

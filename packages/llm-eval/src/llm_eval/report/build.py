@@ -201,8 +201,9 @@ class ReportConfig:
     )
     base_model: str = field(
         default="base",
-        metadata={"help": "Which paragraph of TECHNIQUES explains the base row: base (the tiny profile's pre-trained "
-                  "model) or smollm2 (the imported SmolLM2-135M-Instruct)."},
+        metadata={"help": "Which model the base row is: base (the tiny profile's pre-trained model) or smollm2 (the "
+                  "imported SmolLM2-135M-Instruct). It picks the paragraph that explains the row and what the "
+                  "compression section says the calibration rows were."},
     )
 
     def __post_init__(self):
@@ -636,7 +637,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
             blocks.append(("img", file, alt))
     if "loss_curves.png" not in images:
         blocks.append(("p", f"No loss curves found under {cfg.plots_dir}/train_<name>/train.csv."))
-    blocks += compression.blocks(rows, cfg.reference, ref_eval, cmp, images)
+    blocks += compression.blocks(rows, cfg.reference, ref_eval, cmp, images, cfg.base_model)
     blocks += extra_blocks
     blocks.append(("h2", "Techniques"))
     # Pruned rows (<method>_<percent>) share their method's paragraph, shown once.

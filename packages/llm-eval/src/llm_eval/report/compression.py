@@ -60,14 +60,21 @@ TECHNIQUES = {
                   "llm-compressor."),
 }
 
+# What the calibration rows are, by base model (dvc.yaml's compress stages pass the data folder; the report's
+# --base_model names the profile).
+CALIBRATION_DATA = {
+    "base": "conversations from the SFT train split, rendered through the chat template, so they see the "
+            "activations the served model sees. They protect what those prompts exercise, which is why their "
+            "perplexity on pre-training text (which the calibration rows do not cover) can fall behind "
+            "calibration-free methods even when their exact match is better",
+    "smollm2": "real news documents from the train split of data/real/news, cut at the calibration length: prose "
+               "like the documents the perplexity scores, but none of them",
+}
 CALIBRATION_NOTE = (
     "Calibration data. GPTQ, AWQ, Wanda and SparseGPT decide what to keep from the activations of {n} calibration "
-    "rows: conversations from the SFT train split, rendered through the chat template, so they see the "
-    "activations the served model sees. They protect what those prompts exercise, which is why their perplexity "
-    "on pre-training text (which the calibration rows do not cover) can fall behind calibration-free methods "
-    "even when their exact match is better. bitsandbytes, quanto and magnitude pruning use no data. Pruned "
-    "folders are saved dense (the zeros are the pruning): on a CPU their size, memory and speed are fp32's; "
-    "sparse kernels (2:4 on NVIDIA GPUs) turn the zeros into speed."
+    "rows: {data}. bitsandbytes, quanto and magnitude pruning use no data. Pruned folders are saved dense (the "
+    "zeros are the pruning): on a CPU their size, memory and speed are fp32's; sparse kernels (2:4 on NVIDIA GPUs) "
+    "turn the zeros into speed."
 )
 
 
@@ -193,7 +200,7 @@ def plot_pruning(rows: dict[str, dict], reference: str, cmp: dict[str, Change]) 
 
 
 def blocks(rows: dict[str, dict], reference: str, ref_eval: dict, cmp: dict[str, Change],
-           images: dict[str, bytes]) -> list[tuple]:
+           images: dict[str, bytes], base_model: str = "base") -> list[tuple]:
     """The compression section's blocks (empty without compressed rows); adds its plot to `images`."""
     if not cmp:
         return []
@@ -223,7 +230,7 @@ def blocks(rows: dict[str, dict], reference: str, ref_eval: dict, cmp: dict[str,
     samples = [rows[n][k].get("calibration_samples") for n in cmp for k in ("quantize", "prune") if rows[n].get(k)]
     samples = [int(s) for s in samples if s]
     if samples:
-        out.append(("p", CALIBRATION_NOTE.format(n=max(samples))))
+        out.append(("p", CALIBRATION_NOTE.format(n=max(samples), data=CALIBRATION_DATA[base_model])))
     return out
 
 

@@ -225,12 +225,14 @@ def _vllm_finding(m: dict) -> str:
     runs = (f" Each number is the mean over {_f(m['separate_runs'], 0)} separate runs of the stage, each with its "
             f"own engine start, and its interval is Student's t over those runs (the table gives each run with the "
             f"interval over its own repeats)." if m.get("separate_runs") else "")
+    # A run that timed no batch 1 (the smol path's: smol_batch has it) compares with the batch only.
+    single = (f", and {_ratio(m, 'vllm_vs_batch_1')} `generate` one prompt at a time"
+              if "vllm_vs_batch_1" in m else "")
     return (f"vLLM generates {_f(m.get('vllm_tokens_per_s'), 0)} tokens/s on {_f(m.get('prompts'), 0)} prompts: "
-            f"{_ratio(m, 'vllm_vs_static')} transformers `generate` with all of them in one batch of {largest}, and "
-            f"{_ratio(m, 'vllm_vs_batch_1')} `generate` one prompt at a time; "
-            f"{100 * m.get('vllm_match_fraction', 0):.0f}% of its replies equal batch-1 greedy. These ratios hold for "
-            f"this model on a CPU: on a large model on a GPU, arithmetic and memory traffic dominate a step and set "
-            f"the ratio instead.{runs}")
+            f"{_ratio(m, 'vllm_vs_static')} transformers `generate` with all of them in one batch of {largest}"
+            f"{single}; {100 * m.get('vllm_match_fraction', 0):.0f}% of its replies equal batch-1 greedy. These "
+            f"ratios hold for this model on a CPU: on a large model on a GPU, arithmetic and memory traffic dominate "
+            f"a step and set the ratio instead.{runs}")
 
 
 def _vllm_comparisons(m: dict) -> list[str]:

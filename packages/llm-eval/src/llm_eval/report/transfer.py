@@ -163,8 +163,9 @@ def real_goals(m: dict) -> list[tuple]:
 # A compressed model's uncompressed reference: the fully fine-tuned model on the tiny profile, the model as
 # shipped on the real one.
 UNCOMPRESSED = ("sft_full", "base")
-CALIBRATED_4BIT_DIFFERS = ("the real model's weights were already rounded to 4 bits (Q4_1), and its held-out text is "
-                           "prose that the task-shaped calibration rows do not cover")
+CALIBRATED_4BIT_DIFFERS = ("the real model's weights were already rounded to 4 bits once (Q4_1): a second 4-bit grid "
+                           "compounds the two errors, and calibrating on real prose like the scored text does not "
+                           "undo that")
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,8 @@ LESSONS = (
            "rounding weights that were rounded to another 4-bit grid once (Q4_1) compounds the two errors"),
     Lesson("SparseGPT at 50% sparsity", _pair("sparsegpt_50", UNCOMPRESSED, "SparseGPT", perplexity=True),
            "updating the kept weights makes up for most of what was removed",
-           "the kept weights are chosen for the task-shaped calibration rows, not for the prose the real model is "
-           "scored on, and a model trained on far more tokens than its size uses more of its weights"),
+           "a model trained on far more tokens than its size uses more of its weights, so the half removed held "
+           "more that the update cannot make up for"),
     Lesson("KV cache at the longest reply", _ratio("infer_kv_cache.json", "kv_speedup", "KV cache",
                                                    "dynamic KV cache", "no cache"),
            "without a cache every step recomputes the whole sequence",
