@@ -177,6 +177,9 @@ def test_vllm_backend_without_cuda_is_vllm_cpu(monkeypatch, tiny_model):
     env = serve.server_env(ServeConfig(model=tiny_model, api_key="k"), "vllm-cpu", tiny_model)
     assert env["UV_PROJECT_ENVIRONMENT"] == str(vllm_cpu.environment_dir()) and env["VLLM_API_KEY"] == "k"
     assert "VIRTUAL_ENV" not in env and env["VLLM_CPU_KVCACHE_SPACE"] == vllm_cpu.KV_CACHE_GIB
+    # the compile cache that loads (vLLM 0.32's ahead-of-time one fails to), unless the user chose otherwise
+    assert env["VLLM_USE_AOT_COMPILE"] == "0"
+    assert vllm_cpu.environment({"VLLM_USE_AOT_COMPILE": "1"})["VLLM_USE_AOT_COMPILE"] == "1"
 
 
 def test_api_key_goes_to_the_server_by_environment(tiny_model, monkeypatch, caplog):

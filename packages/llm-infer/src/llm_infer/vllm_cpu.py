@@ -54,6 +54,10 @@ def environment(env: dict[str, str]) -> dict[str, str]:
                # prompts, two runs each: 6,700-7,100 tokens/s in one process, 2,400-4,100 in three), and each
                # spawn imports vLLM again (the offline engine started 27 s sooner, the server 12 s).
                VLLM_ENABLE_V1_MULTIPROCESSING=env.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+               # vLLM 0.32 saves its ahead-of-time compiled model but fails to load it ("'function' object has no
+               # attribute 'finalize_loading'"), so every engine start compiled again (about 50 s on 2 cores);
+               # Inductor's own cache loads: SmolLM2's engine started in 66 s the first time, 16 s after.
+               VLLM_USE_AOT_COMPILE=env.get("VLLM_USE_AOT_COMPILE", "0"),
                HF_HUB_DISABLE_UPDATE_CHECK="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
     return out
 
