@@ -27,7 +27,7 @@ def run_files(metrics_dir: Path, stem: str) -> list[Path]:
 
 def runs_metrics(files: list[Path], read_json: Callable[[Path], dict]) -> dict:
     """The first run's metrics, with each of RUN_KEYS replaced by its mean over the runs and a Student-t interval
-    over them (stats.runs_ci), and `runs_table`: each run's own numbers."""
+    over them (stats.runs_ci), `runs_table`: each run's own numbers, and `first_run`: the first file's stem."""
     runs = [read_json(f) for f in files]
     out = dict(runs[0], separate_runs=len(runs))
     for key in RUN_KEYS:
@@ -40,5 +40,14 @@ def runs_metrics(files: list[Path], read_json: Callable[[Path], dict]) -> dict:
         static = m.get(f"tokens_per_s_batch_{int(m['largest_batch'])}") if "largest_batch" in m else None
         table.append([f.stem.rsplit("_run", 1)[1], grouped(m.get("vllm_tokens_per_s"), 0), grouped(static, 0),
                       DASH if ratio is None else ratio.fmt(2)])
-    out["runs_table"] = table
+    out["runs_table"], out["first_run"] = table, files[0].stem
     return out
+
+
+def benchmark_metrics(metrics_dir: Path, file: str, read_json: Callable[[Path], dict]) -> dict | None:
+    """A benchmark stage's metrics: `file` where it ran once, else `runs_metrics` over its separate runs'
+    `<stem>_run<k>.json` (whose plots are under the first run's name); None when neither is there."""
+    if (metrics_dir / file).is_file():
+        return read_json(metrics_dir / file)
+    files = run_files(metrics_dir, file.removesuffix(".json"))
+    return runs_metrics(files, read_json) if files else None

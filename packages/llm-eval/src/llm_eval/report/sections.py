@@ -21,7 +21,7 @@ from llm_eval.report import encoders as embed_report
 from llm_eval.report import findings as fd
 from llm_eval.report import transfer
 from llm_eval.report.cells import DASH
-from llm_eval.report.runs import RUN_COLUMNS, run_files, runs_metrics
+from llm_eval.report.runs import RUN_COLUMNS, benchmark_metrics
 from llm_eval.stats import from_metrics, verdict
 
 
@@ -617,17 +617,13 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
         elif name == "real":
             metrics = transfer.real_metrics(Path(metrics_dir), Path(items_dir))
-        elif name == "vllm" and not (Path(metrics_dir) / section.metrics).is_file() and (
-                files := run_files(Path(metrics_dir), "infer_vllm")):
-            metrics = runs_metrics(files, read_json)  # the stage ran several times: one file per run
-        else:
-            path = Path(metrics_dir) / section.metrics
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no metrics for section {name!r} (run `dvc repro {section.stage}`)")
-            metrics = read_json(path)
-        folder = Path(plots_dir) / (section.folder or f"infer_{name}")
-        if metrics.get("separate_runs"):  # the first run's table and plot; the runs table follows the finding
-            folder = Path(plots_dir) / files[0].stem
+        else:  # one metrics file, or one per separate run of the stage (runs.py)
+            metrics = benchmark_metrics(Path(metrics_dir), section.metrics, read_json)
+            if metrics is None:
+                raise FileNotFoundError(f"{Path(metrics_dir) / section.metrics}: no metrics for section {name!r} "
+                                        f"(run `dvc repro {section.stage}`)")
+        # Separate runs show the first run's table and plot; the runs table follows the finding.
+        folder = Path(plots_dir) / (metrics.get("first_run") or section.folder or f"infer_{name}")
         if name == "kv_cache":
             metrics["quantized_token_agreement"] = _token_agreement(folder / "kv_cache.csv", metrics)
         blocks += [("h2", section.title), ("p", section.about)]

@@ -24,7 +24,7 @@ from llm_eval.items import Items, exact_match_diff, load_items, perplexity_chang
 from llm_eval.report import findings as fd
 from llm_eval.report.cells import DASH
 from llm_eval.report.metrics_file import optional, read
-from llm_eval.report.runs import run_files, runs_metrics
+from llm_eval.report.runs import benchmark_metrics
 from llm_eval.stats import Estimate, from_metrics, mean_ci, paired_diff_ci
 
 # Categories a model can answer from the prompt and general skill, and those that need the world's facts,
@@ -201,10 +201,7 @@ def _pair(a: str, b: str | tuple[str, ...], technique: str, category: tuple[str,
 def _ratio(file: str, key: str, technique: str, a: str, b: str) -> Callable[[Path, Path], fd.Finding | None]:
     """A speed ratio from a benchmark's metrics: `file`, or the mean over its separate runs (`runs.py`)."""
     def measure(metrics_dir: Path, _: Path) -> fd.Finding | None:
-        metrics = optional(metrics_dir / file)
-        if not metrics and (files := run_files(metrics_dir, file.removesuffix(".json"))):
-            metrics = runs_metrics(files, read)
-        estimate = from_metrics(metrics, key)
+        estimate = from_metrics(benchmark_metrics(metrics_dir, file, read) or {}, key)
         return None if estimate is None else fd.speed(technique, estimate, a, b)
     return measure
 
