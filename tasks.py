@@ -30,12 +30,15 @@ PRESETS = {
         "KV cache, attention, speculative decoding, batching and serving sections",
     },
     "alignment": {
-        "stages": ["report_alignment"],
+        "stages": ["report_alignment", "gold_eval"],
         "about": "fast's SFT model + a proxy and a gold reward model, DPO, IPO, SimPO, ORPO and KTO, gold-judge "
-        "win rates, harmful-request refusal and over-refusal, KL to the SFT reference",
+        "win rates, harmful-request refusal and over-refusal, KL to the SFT reference; and against an exact gold "
+        "on two-step sums: the SFT's own samples paired, labelled by noisy Bradley-Terry draws on the gold, DPO "
+        "on them, both graded by that gold (reports/metrics/gold_*.json)",
     },
     "complete": {
-        "stages": ["report_fast", "report_balanced", "report_alignment", "report_inference", "report_complete"],
+        "stages": ["report_fast", "report_balanced", "report_alignment", "gold_eval", "report_inference",
+                   "report_complete"],
         "about": "skip nothing: every stage of fast, balanced, alignment and inference (shared stages run once), "
         "plus masked-LM pre-training, contrastive encoders (SimCSE, supervised pairs) with every paradigm's "
         "encoder side by side, and chain-of-thought tuning, in one report with every section",

@@ -13,6 +13,7 @@ from llm_align.reward import RewardConfig
 from llm_compress.distill import DistillConfig
 from llm_compress.prune import PruneConfig
 from llm_compress.quantize import QuantizeConfig
+from llm_data.gold import GoldConfig
 from llm_data.synth import SynthConfig
 from llm_data.tokenizer import TokenizerConfig
 from llm_eval.align import AlignEvalConfig
@@ -46,6 +47,7 @@ INFER = {"generate": GenerateConfig, "kv_cache": KVCacheConfig, "attention": Att
 def _sections():
     yield "data.synth", SynthConfig, PARAMS["data"]["synth"]
     yield "data.tokenizer", TokenizerConfig, PARAMS["data"]["tokenizer"]
+    yield "data.gold", GoldConfig, PARAMS["data"]["gold"]
     yield "train.init", InitConfig, PARAMS["train"]["init"]
     yield "train.pretrain", PretrainConfig, PARAMS["train"]["pretrain"]
     yield "train.mlm.init", InitConfig, PARAMS["train"]["mlm"]["init"]
@@ -65,6 +67,7 @@ def _sections():
     for name, section in PARAMS["align"]["dpo"].items():
         yield f"align.dpo.{name}", DPOConfig, section
     yield "align.collect", CollectConfig, PARAMS["align"]["collect"]
+    yield "align.gold_pairs", CollectConfig, PARAMS["align"]["gold_pairs"]
     for run, section in PARAMS["align"]["ppo"].items():
         yield f"align.ppo.{run}", PPOConfig, section
     for method, section in PARAMS["align"]["grpo"].items():

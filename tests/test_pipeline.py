@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +17,22 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def _shell(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run `cmd` offline with this venv's console scripts (llm-*, dvc, invoke) first on PATH."""
-    env = {
+def _env() -> dict[str, str]:
+    """This process's environment, offline, with this venv's console scripts (llm-*, dvc, invoke) first on PATH,
+    and one thread per torch process: the smol path runs beside the tiny ones (`smol_run`), and on 2 cores a
+    2-thread process beside a busy one spin-waits on its own descheduled thread (a tiny reward-model stage took
+    13.7 s alone at 2 threads, 23.5 s at 2 threads beside a busy core, 14.6 s at 1 thread beside it)."""
+    return {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    return subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _shell(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `cmd` offline with this venv's console scripts first on PATH."""
+    return subprocess.run(cmd, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
 
 
 def _run(cmd: str, cwd: Path) -> str:
@@ -46,8 +55,11 @@ REDUCED = {
     ("align", "reward", "max_per_category"): 30,
     ("align", "category_caps"): "safety=30,benign=30",
     ("eval", "align", "kl_samples"): 16,
-    **{("align", "dpo", method, key): value for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy")
+    **{("align", "dpo", method, key): value
+       for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "dpo_gold")
        for key, value in (("epochs", 1), ("max_per_category", 20))},
+    ("align", "gold_pairs", "samples"): 4,
+    ("align", "gold_pairs", "max_per_category"): 30,
     ("align", "collect", "max_per_category"): 20,
     ("align", "collect", "samples"): 2,
     ("align", "collect", "min_margin"): 0.0,  # the reduced reward model's margins are small
@@ -134,7 +146,27 @@ def path_run(repo_copy):
     return _run("invoke path --name balanced", repo_copy)
 
 
-def test_path_writes_reports_and_metrics(repo_copy, path_run):
+@pytest.fixture(scope="module")
+def smol_run(repo_copy, path_run, tmp_path_factory):
+    """`invoke path --name smol`, started in the background in a copy of the repo taken once the balanced path
+    is done (the smol report sets the tiny findings beside its own): the process, its copy and its log.
+
+    It runs while the tiny alignment, inference and complete paths run in the first copy. One `dvc repro`
+    holds its repository's lock, hence the copy. The tiny stages leave a core idle most of the time (Python
+    and process start-up, not matrix work), so the smol path's one-thread stages take it."""
+    dst = tmp_path_factory.mktemp("smol") / "llm-lab"
+    shutil.copytree(repo_copy, dst, symlinks=True)
+    log = dst.parent / "path_smol.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen("invoke path --name smol", shell=True, cwd=dst, env=_env(),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    yield proc, dst, log
+    if proc.poll() is None:  # a failed or interrupted session: no stages left running behind it
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_path_writes_reports_and_metrics(repo_copy, path_run, smol_run):  # smol_run: started as early as it can
     assert "path balanced: done" in path_run
     report = (repo_copy / "reports" / "fast.md").read_text()
     for row in ("base", "sft_full", "sft_lora", "sft_qlora", "int8", "nf4"):
@@ -208,6 +240,13 @@ def test_alignment_path_judges_every_policy(repo_copy, path_run):
         assert (repo_copy / "reports" / "alignment" / f"alignment_{image}.png").is_file()
     gold = json.loads((repo_copy / "reports/metrics/reward_gold.json").read_text())
     assert 0 <= gold["accuracy"] <= 100 and gold["n_pairs"] > 100
+    # The SFT reference and DPO on gold-labelled pairs, graded by the exact rule on every held-out sum.
+    exact = json.loads((repo_copy / "reports/metrics/gold_sft_full.json").read_text())
+    assert exact["n_prompts"] == 500 and 0 <= exact["gold_pass_lo"] <= exact["gold_pass"] <= exact["gold_pass_hi"]
+    pairs = json.loads((repo_copy / "reports/metrics/gold_pairs.json").read_text())
+    assert pairs["train_pairs"] > 0 and 0 <= pairs["train_label_noise"] <= 100
+    dpo = json.loads((repo_copy / "reports/metrics/gold_dpo_gold.json").read_text())
+    assert dpo["n_prompts"] == 500 and 0 <= dpo["win_rate_lo"] <= dpo["win_rate"] <= dpo["win_rate_hi"] <= 100
 
 
 def test_inference_path_compares_every_compressed_form(repo_copy, path_run):
@@ -284,9 +323,11 @@ def test_complete_path_adds_mlm_contrastive_and_cot_and_reruns_nothing_shared(re
                for line in read_back(report))
 
 
-def test_smol_path_runs_a_real_model_and_sets_the_tiny_findings_beside_it(repo_copy, path_run):
-    out = _run("invoke path --name smol", repo_copy)
-    assert "path smol: done" in out
+def test_smol_path_runs_a_real_model_and_sets_the_tiny_findings_beside_it(smol_run):
+    proc, repo_copy, log = smol_run
+    proc.wait()
+    out = log.read_text()
+    assert proc.returncode == 0 and "path smol: done" in out, f"invoke path --name smol failed:\n{out[-4000:]}"
     # The import wrote a plain fp32 folder: no GGUF quantization mark left for later loads to trip on.
     config = json.loads((repo_copy / "models/smollm2-135m-instruct/config.json").read_text())
     assert "quantization_config" not in config and config["num_hidden_layers"] == 30

@@ -188,3 +188,35 @@ def test_collect_by_rule_needs_a_right_and_a_wrong_sample(workspace, tmp_path, c
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the load bars
     assert len(errors) == 1 and "no pair collected" in errors[0] and "skipped_none_right" in errors[0]
     assert not out.exists()
+
+
+def test_collect_by_gold_labels_pairs_by_bradley_terry_draws(workspace, tmp_path):
+    """`--label gold` on the world's sums: every pair of samples with a gold difference, labelled by the gold
+    order at temperature 0 and by near coin flips at a high one; validation always keeps the gold order."""
+    from llm_align.data import load_pairs
+    from llm_data.cli import main as data_main
+    from llm_eval.gold import gold
+
+    sums = ["--train", "16", "--validation", "8", "--test", "4"]
+    assert data_main(["gold", "--out", str(tmp_path / "gold"), *sums]) == 0
+
+    def collect(name: str, temperature: float) -> tuple[list[dict], dict]:
+        args = ["collect", "--model", str(workspace / "policy"), "--data", str(tmp_path / "gold"), "--label", "gold",
+                "--samples", "4", "--max_new_tokens", "6", "--max_per_category", "0", "--temperature",
+                str(temperature), "--out", str(tmp_path / name), "--metrics", str(tmp_path / f"{name}.json")]
+        assert main(args) == 0
+        rows = {split: [json.loads(line) for line in (tmp_path / name / f"{split}.jsonl").read_text().splitlines()]
+                for split in ("train", "validation")}
+        return rows, json.loads((tmp_path / f"{name}.json").read_text())
+
+    exact, metrics = collect("exact", 0.0)
+    assert metrics["train_label_noise"] == 0.0 and metrics["train_pairs"] == len(exact["train"]) > 10
+    for row in exact["train"] + exact["validation"]:
+        assert row["gold_chosen"] == gold(row["prompt"], row["chosen"]) > row["gold_rejected"]
+        assert row["gold_rejected"] == gold(row["prompt"], row["rejected"])
+    noisy, metrics = collect("noisy", 10.0)
+    flipped = [row for row in noisy["train"] if row["flipped"]]
+    assert flipped and all(row["gold_chosen"] < row["gold_rejected"] for row in flipped)
+    assert metrics["train_label_noise"] == pytest.approx(100 * len(flipped) / len(noisy["train"]), abs=1e-4)
+    assert not any(row["flipped"] for row in noisy["validation"])
+    assert len(load_pairs(str(tmp_path / "noisy"), "train")) == len(noisy["train"])  # DPO reads them as they are

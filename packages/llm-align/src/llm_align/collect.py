@@ -8,23 +8,34 @@ labels with a model instead of people (Bai et al. 2022, arXiv:2212.08073; Lee et
 arXiv:2309.00267). `--label reward` ranks the samples with a reward model; `--label rule` prefers a
 reply that equals the prompt's reference reply (exact match) over one that does not.
 
+`--label gold` labels the samples of the world's sums (`llm-data gold`) by the exact gold
+(`llm_eval.gold`) the way the DPO paper's controlled-generation experiment did (Rafailov et al. 2023, §6.1):
+every pair of distinct samples with a gold difference is a comparison, and its label is a Bradley-Terry
+draw, P(a preferred to b) = sigmoid((gold(a) - gold(b)) / temperature), so the temperature sets the label
+noise that a reward model learning from them meets (Coste et al. 2024 used 25%). The validation split keeps
+the noise-free gold order, to measure a reward model against the truth.
+
     llm-align collect --model models/sft-full --data data/synth/preference --reward_model models/reward-proxy \\
         --out data/onpolicy
+    llm-align collect --model models/sft-full --data data/gold --label gold --samples 8 --temperature 0.1 \\
+        --pairs_per_prompt 6 --out data/gold_pairs
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import require_local_or_hub, write_dataset, write_metrics
+from llm_data.io import read_jsonl, require_local_or_hub, split_file, write_dataset, write_metrics
 from llm_eval.run import load_tokenizer
+from llm_eval.stats import mean_ci, to_metrics
 
 from llm_align.data import load_pairs
 
 logger = logging.getLogger(__name__)
-LABELS = ("reward", "rule")
+LABELS = ("reward", "rule", "gold")
 
 
 @dataclass
@@ -38,7 +49,8 @@ class CollectConfig:
     label: str = field(
         default="reward",
         metadata={"help": "reward: best vs worst sample by --reward_model; rule: a sample equal to the reference "
-                          "reply (exact match) vs one that is not."},
+                          "reply (exact match) vs one that is not; gold: pairs of samples of the world's sums "
+                          "(--data from llm-data gold), labelled by Bradley-Terry draws on the exact gold."},
     )
     reward_model: str = field(default="models/reward-proxy", metadata={"help": "Labeller for --label reward."})
     samples: int = field(default=4, metadata={"help": "Replies sampled per prompt (temperature 1)."})
@@ -47,7 +59,16 @@ class CollectConfig:
     min_margin: float = field(
         default=0.5, metadata={"help": "--label reward: keep a pair only if best - worst score >= this."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the sampled replies."})
+    temperature: float = field(
+        default=0.1,
+        metadata={"help": "--label gold: P(a preferred to b) = sigmoid((gold a - gold b) / temperature) on train "
+                          "pairs; 0 = always the gold order (no label noise)."},
+    )
+    pairs_per_prompt: int = field(
+        default=0, metadata={"help": "--label gold: most pairs per prompt, drawn among those with a gold "
+                                     "difference (0 = all)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the sampled replies and of the label draws."})
     metrics: str = field(default="", metadata={"help": "Write collection statistics JSON here."})
 
     def __post_init__(self):
@@ -59,19 +80,62 @@ class CollectConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.max_per_category < 0 or self.min_margin < 0:
             raise ValueError("max_per_category and min_margin must be >= 0")
+        if self.temperature < 0 or self.pairs_per_prompt < 0:
+            raise ValueError("temperature and pairs_per_prompt must be >= 0")
 
 
-def _pairs(cfg: CollectConfig, policy, tokenizer, judge, rows: list[dict], stats: dict) -> list[dict]:
+def _gold_prompts(folder: str, split: str, caps: int = 0) -> list[dict]:
+    """The prompts of a `llm-data gold` split ({prompt, category}), the first `caps` (0 = all)."""
+    rows = read_jsonl(split_file(folder, split), {"prompt": str})
+    rows = [{"prompt": r["prompt"], "category": r.get("category", "")} for r in rows]
+    return rows[:caps] if caps else rows
+
+
+def _samples(cfg: CollectConfig, policy, tokenizer, prompts: list) -> list[list[str]]:
+    """Per prompt, `cfg.samples` replies sampled from the policy at temperature 1."""
     from llm_eval.align import sample_replies
-    from llm_eval.judge import conversation, reward_scores
-    from llm_eval.run import normalize
 
-    prompts = [r["prompt"] for r in rows]
-    replies = [[] for _ in rows]  # per prompt: its sampled texts
+    replies = [[] for _ in prompts]
     for i in range(cfg.samples):
         _, ids = sample_replies(policy, tokenizer, prompts, cfg.max_new_tokens, seed=cfg.seed * 1000 + i)
         for texts, text in zip(replies, tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
             texts.append(text.strip())
+    return replies
+
+
+def _gold_pairs(cfg: CollectConfig, rows: list[dict], replies: list[list[str]], noisy: bool, rng,
+                stats: dict) -> list[dict]:
+    """Pairs of distinct samples whose gold differs, labelled by a Bradley-Terry draw (`noisy`) or by the gold
+    order; `flipped` marks a label against the gold order."""
+    import itertools
+    import math
+
+    from llm_eval.gold import gold
+
+    out = []
+    for row, texts in zip(rows, replies, strict=True):
+        scored = {t: gold(row["prompt"], t) for t in dict.fromkeys(t for t in texts if t)}  # distinct, non-empty
+        pairs = [(a, b) for a, b in itertools.combinations(scored, 2) if scored[a] != scored[b]]
+        if not pairs:
+            stats["skipped_identical"] += 1
+            continue
+        if cfg.pairs_per_prompt and len(pairs) > cfg.pairs_per_prompt:
+            pairs = rng.sample(pairs, cfg.pairs_per_prompt)
+        for a, b in pairs:
+            better, worse = (a, b) if scored[a] > scored[b] else (b, a)
+            gap = scored[better] - scored[worse]
+            flipped = noisy and cfg.temperature > 0 and rng.random() >= 1 / (1 + math.exp(-gap / cfg.temperature))
+            chosen, rejected = (worse, better) if flipped else (better, worse)
+            out.append({"prompt": row["prompt"], "chosen": chosen, "rejected": rejected, "category": row["category"],
+                        "gold_chosen": scored[chosen], "gold_rejected": scored[rejected], "flipped": flipped})
+    return out
+
+
+def _pairs(cfg: CollectConfig, policy, tokenizer, judge, rows: list[dict], stats: dict) -> list[dict]:
+    from llm_eval.judge import conversation, reward_scores
+    from llm_eval.run import normalize
+
+    replies = _samples(cfg, policy, tokenizer, [r["prompt"] for r in rows])
     out = []
     for row, texts in zip(rows, replies, strict=True):
         texts = list(dict.fromkeys(t for t in texts if t))  # distinct, non-empty, in sampled order
@@ -104,9 +168,10 @@ def run_collect(cfg: CollectConfig) -> Path:
     from transformers import AutoModelForCausalLM
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
+    load = _gold_prompts if cfg.label == "gold" else load_pairs
     splits = {
-        "train": load_pairs(cfg.data, "train", caps=cfg.max_per_category),
-        "validation": load_pairs(cfg.data, "validation"),
+        "train": load(cfg.data, "train", caps=cfg.max_per_category),
+        "validation": load(cfg.data, "validation"),
     }
     tokenizer = load_tokenizer(name)
     policy = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
@@ -117,7 +182,11 @@ def run_collect(cfg: CollectConfig) -> Path:
     for split, rows in splits.items():
         stats = {"skipped_identical": 0, "skipped_small_margin": 0, "skipped_all_right": 0, "skipped_none_right": 0,
                  "margins": []}
-        out[split] = _pairs(cfg, policy, tokenizer, judge, rows, stats)
+        if cfg.label == "gold":  # train labels are noisy draws; validation keeps the gold order
+            replies = _samples(cfg, policy, tokenizer, [r["prompt"] for r in rows])
+            out[split] = _gold_pairs(cfg, rows, replies, split == "train", random.Random(f"{cfg.seed}:{split}"), stats)
+        else:
+            out[split] = _pairs(cfg, policy, tokenizer, judge, rows, stats)
         if not out[split]:
             raise ValueError(f"{cfg.data}/{split}.jsonl: no pair collected from {len(rows)} prompts ({stats})")
         margins = stats.pop("margins")
@@ -125,8 +194,14 @@ def run_collect(cfg: CollectConfig) -> Path:
         metrics.update({f"{split}_prompts": len(rows), f"{split}_pairs": len(out[split])})
         if margins:
             metrics[f"{split}_mean_margin"] = sum(margins) / len(margins)
+    if cfg.label == "gold":
+        flips = [float(r["flipped"]) for r in out["train"]]
+        metrics.update(to_metrics("train_label_noise", mean_ci(flips, 100.0, cfg.seed,
+                                                               [r["prompt"] for r in out["train"]])))
     meta = {"source": cfg.data, "policy": cfg.model, "label": cfg.label, "samples": cfg.samples, "seed": cfg.seed,
             "reward_model": cfg.reward_model if cfg.label == "reward" else ""}
+    if cfg.label == "gold":
+        meta["temperature"] = cfg.temperature
     write_dataset(cfg.out, out, meta)
     logger.info("collect %s: %s", cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)

@@ -20,6 +20,7 @@ COMMANDS = {
     "synth": ("llm_data.synth", "SynthConfig", "run_synth"),
     "hub": ("llm_data.hub", "HubConfig", "run_hub"),
     "real": ("llm_data.real", "RealConfig", "run_real"),
+    "gold": ("llm_data.gold", "GoldConfig", "run_gold"),
     "tokenizer": ("llm_data.tokenizer", "TokenizerConfig", "run_tokenizer"),
 }
 Commands = dict[str, tuple[str, str, str]]
