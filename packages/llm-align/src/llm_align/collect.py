@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import read_jsonl, require_local_or_hub, split_file, write_dataset, write_metrics
+from llm_data.io import require_local_or_hub, write_dataset, write_metrics
 from llm_eval.run import load_tokenizer
 from llm_eval.stats import mean_ci, to_metrics
 
@@ -85,9 +85,10 @@ class CollectConfig:
 
 
 def _gold_prompts(folder: str, split: str, caps: int = 0) -> list[dict]:
-    """The prompts of a `llm-data gold` split ({prompt, category}), the first `caps` (0 = all)."""
-    rows = read_jsonl(split_file(folder, split), {"prompt": str})
-    rows = [{"prompt": r["prompt"], "category": r.get("category", "")} for r in rows]
+    """The prompts of a `llm-data gold` split (`llm_eval.align.load_prompts`), the first `caps` (0 = all)."""
+    from llm_eval.align import load_prompts
+
+    rows = load_prompts(folder, split)
     return rows[:caps] if caps else rows
 
 

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 
 from llm_data.io import atomic_dir, read_jsonl, split_file, write_jsonl, write_metrics
 
-from llm_eval.gold import PASS, gold_scores
+from llm_eval.gold import gold_scores, passes
 from llm_eval.judge import conversation, load_reward_model, reward_scores, win_tie_loss
 from llm_eval.run import generate, load_model, normalize
 from llm_eval.stats import mean_ci, to_metrics
@@ -197,7 +197,7 @@ def run_align_eval(cfg: AlignEvalConfig) -> Path:
 
     metrics = to_metrics("gold_score", mean_ci(scores, seed=cfg.seed))
     if cfg.gold:  # the share of replies the rubric passes: the right number, alone
-        metrics.update(to_metrics("gold_pass", mean_ci([float(s == PASS) for s in scores], 100.0, cfg.seed)))
+        metrics.update(to_metrics("gold_pass", mean_ci([float(passes(s)) for s in scores], 100.0, cfg.seed)))
     for key, category in (("harmful_refusal", HARMFUL), ("over_refusal", BENIGN)):
         estimate = _rate(rows, category, cfg.seed)
         if estimate is not None:

@@ -31,6 +31,12 @@ WORDS = 0.25  # the cost of anything beyond the number
 NO_ANSWER = -1.0
 WRONG, WRONG_PER_STEP, FAR = -0.1, 0.05, 10
 
+
+def passes(score: float) -> bool:
+    """Whether a gold score is a pass: the right number, alone."""
+    return score == PASS
+
+
 def truth(prompt: str) -> int:
     """The value of the sum in `prompt`, evaluated left to right ("7 + 5 - 3" is 9)."""
     match = EXPRESSION.search(prompt)
@@ -52,7 +58,7 @@ class Grade:
 
     @property
     def passed(self) -> bool:
-        return self.score == PASS
+        return passes(self.score)
 
 
 def grade(prompt: str, reply: str) -> Grade:
