@@ -30,15 +30,15 @@ PRESETS = {
         "KV cache, attention, speculative decoding, batching and serving sections",
     },
     "alignment": {
-        "stages": ["report_alignment", "gold_eval"],
-        "about": "fast's SFT model + a proxy and a gold reward model, DPO, IPO, SimPO, ORPO and KTO, gold-judge "
-        "win rates, harmful-request refusal and over-refusal, KL to the SFT reference; and against an exact gold "
-        "on two-step sums: the SFT's own samples paired, labelled by noisy Bradley-Terry draws on the gold, DPO "
-        "on them, both graded by that gold (reports/metrics/gold_*.json)",
+        "stages": ["report_alignment"],
+        "about": "fast's SFT model against an exact gold on two-step sums: the SFT's own samples paired and "
+        "labelled by noisy Bradley-Terry draws on the gold, a proxy reward model on them, best-of-n, DPO at three "
+        "betas, Preferred-FT, PPO at two KL coefficients and without, GRPO and RLOO, each graded by the gold at "
+        "its KL (the reward-KL frontier, over-optimisation with Gao's fits); and a proxy and a learned gold "
+        "judge, DPO, IPO, SimPO, ORPO and KTO, win rates, harmful-request refusal and over-refusal",
     },
     "complete": {
-        "stages": ["report_fast", "report_balanced", "report_alignment", "gold_eval", "report_inference",
-                   "report_complete"],
+        "stages": ["report_fast", "report_balanced", "report_alignment", "report_inference", "report_complete"],
         "about": "skip nothing: every stage of fast, balanced, alignment and inference (shared stages run once), "
         "plus masked-LM pre-training, contrastive encoders (SimCSE, supervised pairs) with every paradigm's "
         "encoder side by side, and chain-of-thought tuning, in one report with every section",

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import yaml
+from llm_align.bon import BestOfNConfig
 from llm_align.collect import CollectConfig
 from llm_align.dpo import DPOConfig
 from llm_align.grpo import GRPOConfig
@@ -19,6 +20,7 @@ from llm_data.tokenizer import TokenizerConfig
 from llm_eval.align import AlignEvalConfig
 from llm_eval.cot import CotEvalConfig
 from llm_eval.mlm import MlmEvalConfig
+from llm_eval.report import gold as gold_report
 from llm_eval.report.alignment import POLICIES
 from llm_eval.report.sections import SECTIONS
 from llm_eval.report.transfer import TUNED
@@ -72,6 +74,12 @@ def _sections():
         yield f"align.ppo.{run}", PPOConfig, section
     for method, section in PARAMS["align"]["grpo"].items():
         yield f"align.grpo.{method}", GRPOConfig, {**section, "method": method}
+    yield "align.gold_reward", RewardConfig, PARAMS["align"]["gold_reward"]
+    yield "align.gold_bon", BestOfNConfig, PARAMS["align"]["gold_bon"]
+    for run, section in PARAMS["align"]["gold_ppo"].items():
+        yield f"align.gold_ppo.{run}", PPOConfig, section
+    for method, section in PARAMS["align"]["gold_grpo"].items():
+        yield f"align.gold_grpo.{method}", GRPOConfig, {**section, "method": method}
     yield "eval.run", EvalConfig, PARAMS["eval"]["run"]
     yield "eval.align", AlignEvalConfig, PARAMS["eval"]["align"]
     yield "eval.mlm", MlmEvalConfig, PARAMS["eval"]["mlm"]
@@ -129,7 +137,7 @@ def test_every_params_key_is_used_by_dvc_yaml():
     dvc = (REPO / "dvc.yaml").read_text()
     for name, _cls, section in _sections():
         for key in section:
-            if key == "method" and name.startswith(("train.sft", "align.grpo")):
+            if key == "method" and name.startswith(("train.sft", "align.grpo", "align.gold_grpo")):
                 continue  # the section key itself is the method
             assert f"--{key} " in dvc, f"params.yaml {name}.{key} is never passed by dvc.yaml"
 
@@ -172,6 +180,17 @@ def test_report_stage_deps_match_its_rows_and_sections(stage):
             expected |= {f"reports/plots/train_{row}/overopt.csv" for row in rl}
             expected |= {f"reports/plots/train_{row}/{'ppo' if row in PARAMS['align']['ppo'] else row}.csv"
                          for row in rl}
+        if section == "gold":  # every policy graded by the exact gold, best-of-n, the proxy and its pairs
+            graded = ["sft_full", *DVC["stages"]["gold_eval"]["foreach"]]
+            assert set(graded) - {"sft_full"} == set(gold_report.POLICIES), "gold_eval and the gold section differ"
+            expected |= {f"reports/metrics/gold_{p}.json" for p in graded}
+            expected |= {f"reports/items/gold_{p}" for p in graded}
+            trained = graded[1:]
+            expected |= {f"reports/metrics/train_{p}.json" for p in trained}
+            expected |= {f"reports/plots/train_{p}/overopt.csv" for p in trained
+                         if p in PARAMS["align"]["gold_ppo"] or p.removesuffix("_gold") in PARAMS["align"]["gold_grpo"]}
+            expected |= {f"reports/metrics/{f}.json" for f in ("gold_bon", "reward_gold_proxy", "gold_pairs")}
+            expected.add("reports/plots/gold_bon/bon.csv")
         if section == "cot":  # the direct and chain-of-thought rows, paired over their items
             expected |= {f"reports/{kind}/eval_reasoning_{row}{ext}" for row in ("direct", "cot")
                          for kind, ext in (("metrics", ".json"), ("items", ""))}

@@ -1,6 +1,7 @@
 """The balanced, alignment and inference learning paths end to end on the tiny profile, in a temporary repo copy."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -56,10 +57,17 @@ REDUCED = {
     ("align", "category_caps"): "safety=30,benign=30",
     ("eval", "align", "kl_samples"): 16,
     **{("align", "dpo", method, key): value
-       for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "dpo_gold")
+       for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "dpo_gold", "dpo_gold_b05",
+                      "dpo_gold_b01", "pft_gold")
        for key, value in (("epochs", 1), ("max_per_category", 20))},
     ("align", "gold_pairs", "samples"): 4,
     ("align", "gold_pairs", "max_per_category"): 30,
+    ("align", "gold_reward", "epochs"): 1,
+    ("align", "gold_bon", "n"): "1,2,4",
+    **{("align", "gold_ppo", run, key): value for run in ("ppo_gold", "ppo_gold_kl03", "ppo_gold_nokl")
+       for key, value in (("max_steps", 4), ("batch_size", 8), ("curve_every", 2), ("curve_prompts", 16))},
+    **{("align", "gold_grpo", method, key): value for method in ("grpo", "rloo")
+       for key, value in (("max_steps", 4), ("batch_size", 16), ("curve_every", 2), ("curve_prompts", 16))},
     ("align", "collect", "max_per_category"): 20,
     ("align", "collect", "samples"): 2,
     ("align", "collect", "min_margin"): 0.0,  # the reduced reward model's margins are small
@@ -245,8 +253,21 @@ def test_alignment_path_judges_every_policy(repo_copy, path_run):
     assert exact["n_prompts"] == 500 and 0 <= exact["gold_pass_lo"] <= exact["gold_pass"] <= exact["gold_pass_hi"]
     pairs = json.loads((repo_copy / "reports/metrics/gold_pairs.json").read_text())
     assert pairs["train_pairs"] > 0 and 0 <= pairs["train_label_noise"] <= 100
-    dpo = json.loads((repo_copy / "reports/metrics/gold_dpo_gold.json").read_text())
-    assert dpo["n_prompts"] == 500 and 0 <= dpo["win_rate_lo"] <= dpo["win_rate"] <= dpo["win_rate_hi"] <= 100
+    for policy in ("dpo_gold", "dpo_gold_b05", "dpo_gold_b01", "pft_gold", "ppo_gold", "ppo_gold_kl03",
+                   "ppo_gold_nokl", "grpo_gold", "rloo_gold"):
+        m = json.loads((repo_copy / "reports/metrics" / f"gold_{policy}.json").read_text())
+        assert m["n_prompts"] == 500 and 0 <= m["win_rate_lo"] <= m["win_rate"] <= m["win_rate_hi"] <= 100
+        assert any(line.startswith(f"{policy}, gold win rate ") for line in findings), policy
+    proxy = json.loads((repo_copy / "reports/metrics/reward_gold_proxy.json").read_text())
+    assert proxy["below_ceiling"] == pytest.approx(proxy["noise_ceiling"] - proxy["noisy_accuracy"], abs=1e-3)
+    bon = json.loads((repo_copy / "reports/metrics/gold_bon.json").read_text())
+    assert bon["n4_kl"] == pytest.approx(math.log(4) - 3 / 4) and bon["n_prompts"] == 500
+    # The report opens with what each method bought against the gold, at what KL.
+    takeaways = report.split("## Key takeaways", 1)[1].split("##", 1)[0]
+    assert takeaways.strip().startswith("- Against the exact gold on 500 held-out sums")
+    assert "## Alignment against an exact gold" in report
+    for image in ("frontier", "overoptimisation"):
+        assert (repo_copy / "reports" / "alignment" / f"gold_{image}.png").is_file()
 
 
 def test_inference_path_compares_every_compressed_form(repo_copy, path_run):

@@ -85,8 +85,9 @@ class RLConfig(AlignConfig):
     gold: str = field(
         default="",
         metadata={
-            "help": "Gold reward model (llm-align reward --half second). With it, the over-optimisation curve "
-            "(proxy reward and gold score against KL, Gao et al. 2022) is measured as training runs."
+            "help": "Gold reward model (llm-align reward --half second), or a programmatic gold by name "
+            "(arithmetic: llm_eval.gold, for --curve_data from llm-data gold). With it, the over-optimisation "
+            "curve (proxy reward and gold score against KL, Gao et al. 2022) is measured as training runs."
         },
     )
     proxy: str = field(
@@ -123,6 +124,21 @@ def save_trained(cfg: AlignConfig, trainer, tokenizer) -> bool:
     return cfg.main_process
 
 
+def scorer(spec: str) -> Callable[[list, list[str]], list[float]]:
+    """(prompts, replies) -> one reward per reply: the programmatic gold `spec` names (llm_eval.align.GOLDS),
+    or the reward model in folder `spec`."""
+    from llm_eval.align import GOLDS
+    from llm_eval.gold import gold_scores
+    from llm_eval.judge import conversation, load_reward_model, reward_scores
+
+    if spec in GOLDS:
+        return gold_scores
+    model, tokenizer = load_reward_model(spec)
+    return lambda prompts, replies: reward_scores(
+        model, tokenizer, [conversation(p, r) for p, r in zip(prompts, replies, strict=True)]
+    )
+
+
 def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Callable[[], object],
                 checkpoint: str | None = None):
     """Run `train()`; with `cfg.gold`, measure the over-optimisation curve as it runs and return it. Given
@@ -131,14 +147,13 @@ def tracked_run(cfg: RLConfig, trainer, policy, reference, tokenizer, train: Cal
         train()
         return None
     from llm_eval.align import load_prompts
-    from llm_eval.judge import load_reward_model
 
     from llm_align.curve import OverOptimisationCurve
 
     prompts = [p["prompt"] for p in load_prompts(cfg.curve_data, "validation")][: cfg.curve_prompts]
     curve = OverOptimisationCurve(
-        policy, reference, tokenizer, load_reward_model(cfg.proxy), load_reward_model(cfg.gold), prompts,
-        cfg.curve_every, cfg.max_new_tokens, cfg.seed,
+        policy, reference, tokenizer, scorer(cfg.proxy), scorer(cfg.gold), prompts, cfg.curve_every,
+        cfg.max_new_tokens, cfg.seed,
     )
     curve.restore(checkpoint)
     trainer.add_callback(curve)

@@ -12,6 +12,7 @@ COMMANDS = {
     "dpo": ("llm_align.dpo", "DPOConfig", "run_dpo"),
     "ppo": ("llm_align.ppo", "PPOConfig", "run_ppo"),
     "grpo": ("llm_align.grpo", "GRPOConfig", "run_grpo"),
+    "best_of_n": ("llm_align.bon", "BestOfNConfig", "run_best_of_n"),
 }
 
 

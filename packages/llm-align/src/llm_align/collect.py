@@ -12,8 +12,8 @@ reply that equals the prompt's reference reply (exact match) over one that does 
 (`llm_eval.gold`) the way the DPO paper's controlled-generation experiment did (Rafailov et al. 2023, §6.1):
 every pair of distinct samples with a gold difference is a comparison, and its label is a Bradley-Terry
 draw, P(a preferred to b) = sigmoid((gold(a) - gold(b)) / temperature), so the temperature sets the label
-noise that a reward model learning from them meets (Coste et al. 2024 used 25%). The validation split keeps
-the noise-free gold order, to measure a reward model against the truth.
+noise that a reward model learning from them meets (Coste et al. 2024 used 25%). The validation and test splits
+(the test split from the held-out sums) keep the noise-free gold order, to measure a reward model against the truth.
 
     llm-align collect --model models/sft-full --data data/synth/preference --reward_model models/reward-proxy \\
         --out data/onpolicy
@@ -45,7 +45,10 @@ class CollectConfig:
         default="data/synth/preference",
         metadata={"help": "Preference folder: its prompts are answered; `chosen` is the reference for --label rule."},
     )
-    out: str = field(default="data/onpolicy", metadata={"help": "Output preference folder (train, validation)."})
+    out: str = field(
+        default="data/onpolicy",
+        metadata={"help": "Output preference folder (train, validation; and test for --label gold)."},
+    )
     label: str = field(
         default="reward",
         metadata={"help": "reward: best vs worst sample by --reward_model; rule: a sample equal to the reference "
@@ -174,6 +177,8 @@ def run_collect(cfg: CollectConfig) -> Path:
         "train": load(cfg.data, "train", caps=cfg.max_per_category),
         "validation": load(cfg.data, "validation"),
     }
+    if cfg.label == "gold":  # pairs of the held-out sums: a reward model's test against the truth
+        splits["test"] = load(cfg.data, "test")
     tokenizer = load_tokenizer(name)
     policy = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
     judge = None
@@ -183,7 +188,7 @@ def run_collect(cfg: CollectConfig) -> Path:
     for split, rows in splits.items():
         stats = {"skipped_identical": 0, "skipped_small_margin": 0, "skipped_all_right": 0, "skipped_none_right": 0,
                  "margins": []}
-        if cfg.label == "gold":  # train labels are noisy draws; validation keeps the gold order
+        if cfg.label == "gold":  # train labels are noisy draws; validation and test keep the gold order
             replies = _samples(cfg, policy, tokenizer, [r["prompt"] for r in rows])
             out[split] = _gold_pairs(cfg, rows, replies, split == "train", random.Random(f"{cfg.seed}:{split}"), stats)
         else:

@@ -5,8 +5,8 @@ policy is pushed against a learned reward model, the reward it optimises (the *p
 while the true objective (a *gold* reward model, never optimised) rises, peaks and falls — and that
 the KL divergence from the starting policy is the axis on which this happens. `OverOptimisationCurve`
 measures exactly that during PPO / GRPO: every few steps it samples one reply per held-out prompt from
-the current policy, scores the replies with both reward models, and estimates KL(policy || reference)
-from the same samples.
+the current policy, scores the replies with both rewards (the gold a reward model, or the exact rule of
+`llm_eval.gold`), and estimates KL(policy || reference) from the same samples.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class OverOptimisationCurve(TrainerCallback):
     def __init__(self, policy, reference, tokenizer, proxy, gold, prompts: list[str], every: int,
                  max_new_tokens: int, seed: int):
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
-        self.proxy, self.gold = proxy, gold  # (model, tokenizer) pairs from llm_eval.judge.load_reward_model
+        self.proxy, self.gold = proxy, gold  # scorers: (prompts, replies) -> one reward each (`base.scorer`)
         self.prompts, self.every, self.max_new_tokens, self.seed = prompts, every, max_new_tokens, seed
         self.rows: list[dict] = []
         self.first: dict[str, list[float]] = {}  # per-prompt values at the first and the latest measurement
@@ -40,7 +40,6 @@ class OverOptimisationCurve(TrainerCallback):
     def measure(self, step: int) -> dict:
         import torch
         from llm_eval.align import sampled_kl
-        from llm_eval.judge import conversation, reward_scores
 
         was_training = self.policy.training
         self.policy.eval()
@@ -52,10 +51,7 @@ class OverOptimisationCurve(TrainerCallback):
                 self.policy, self.reference, self.tokenizer, self.prompts, self.max_new_tokens, self.seed
             )
         texts = self.tokenizer.batch_decode(replies, skip_special_tokens=True)
-        conversations = [conversation(p, t) for p, t in zip(self.prompts, texts, strict=True)]
-        values = {"kl": kl}
-        for name, (model, tok) in (("proxy", self.proxy), ("gold", self.gold)):
-            values[name] = reward_scores(model, tok, conversations)
+        values = {"kl": kl, "proxy": self.proxy(self.prompts, texts), "gold": self.gold(self.prompts, texts)}
         self.policy.train(was_training)
         row = {"step": step}
         for name, per_prompt in values.items():

@@ -8,7 +8,8 @@ SimPO (Meng et al. 2024, arXiv:2405.14734) drops the reference and uses the leng
 log-likelihood with a target margin (trl's CPOTrainer, `loss_type="simpo"`, `cpo_alpha=0`). ORPO (Hong
 et al. 2024, arXiv:2403.07691) adds an odds-ratio penalty to the SFT loss, again with no reference.
 KTO (Ethayarajh et al. 2024, arXiv:2402.01306) needs only a thumbs-up/down per reply: each pair is
-split into a desirable and an undesirable example.
+split into a desirable and an undesirable example. Preferred-FT, the baseline of the DPO paper, is plain SFT
+on the chosen replies: what the preference adds over imitating the better reply.
 
     llm-align dpo --method dpo --model models/sft-full --data data/synth/preference --out models/dpo
 """
@@ -35,6 +36,7 @@ METHODS = {
     "simpo": "length-normalised likelihood margin, no reference model (Meng et al. 2024)",
     "orpo": "SFT loss plus an odds-ratio preference term, no reference model (Hong et al. 2024)",
     "kto": "prospect-theory loss on unpaired desirable / undesirable replies (Ethayarajh et al. 2024)",
+    "preferred_ft": "SFT on the chosen replies alone, the rejected ones unused (the DPO paper's Preferred-FT)",
 }
 UNCOUNTED = ("orpo", "simpo")  # trl trainers whose batches the Trainer cannot count tokens in
 
@@ -82,11 +84,13 @@ def _trainer(cfg: DPOConfig, model, tokenizer, train, validation):
                   max_length=cfg.max_length)
     data = dict(train_dataset=to_dataset(train), eval_dataset=to_dataset(validation), processing_class=tokenizer,
                 peft_config=cfg.peft_config("CAUSAL_LM"))
-    if cfg.method in ("dpo", "ipo"):
+    if cfg.method in ("dpo", "ipo", "preferred_ft"):
         from trl import DPOConfig as TrlDPOConfig
         from trl import DPOTrainer
 
-        loss = ["sigmoid" if cfg.method == "dpo" else "ipo"] + (["sft"] if cfg.sft_weight else [])
+        # trl's "sft" loss is the chosen reply's NLL: alone, it is Preferred-FT
+        loss = {"dpo": ["sigmoid"], "ipo": ["ipo"], "preferred_ft": ["sft"]}[cfg.method]
+        loss += ["sft"] if cfg.sft_weight else []
         # The frozen reference's log-probs are the same every epoch: one pass before training, not one per step.
         # Not across processes: trl then writes them next to the dataset's cache files, and our in-memory
         # datasets keep those in each process's own temporary folder, where the other workers cannot read.

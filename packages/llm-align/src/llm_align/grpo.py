@@ -37,6 +37,7 @@ METHODS = {
 STEP_LOGS = {
     "reward": "reward",
     "exact": "rewards/exact_answer/mean",
+    "gold": "rewards/gold_reward/mean",
     "kl": "kl",
     "entropy": "entropy",
     "length": "completions/mean_length",
@@ -57,8 +58,14 @@ class GRPOConfig(RLConfig):
     )
     num_generations: int = field(default=8, metadata={"help": "Replies sampled per prompt (the group)."})
     beta: float = field(default=0.04, metadata={"help": "Weight of the KL penalty to the reference (0 = none)."})
+    reward: str = field(
+        default="exact",
+        metadata={"help": "The verifiable reward: exact (1 for the exact answer, else 0) or arithmetic (the graded "
+                          "rubric of llm_eval.gold, for sums from llm-data gold: a near miss earns more than a far "
+                          "one or none, so a group whose replies are all wrong still has an advantage to follow)."},
+    )
     reward_model: str = field(
-        default="", metadata={"help": "Optional learned reward model (llm-align reward) added to the exact-answer one."}
+        default="", metadata={"help": "Optional learned reward model (llm-align reward) added to the verifiable one."}
     )
     reward_model_weight: float = field(default=0.5, metadata={"help": "Weight of --reward_model's score."})
 
@@ -75,6 +82,8 @@ class GRPOConfig(RLConfig):
             )
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; choose one of: {', '.join(REWARDS)}")
 
 
 def load_tasks(folder: str, split: str, categories: str, caps: Mapping[str, int] | int = 0) -> list[dict]:
@@ -100,6 +109,16 @@ def exact_answer(completions, answer, **_) -> list[float]:
     from llm_eval.run import normalize
 
     return [float(normalize(c[-1]["content"]) == normalize(a)) for c, a in zip(completions, answer, strict=True)]
+
+
+def gold_reward(prompts, completions, **_) -> list[float]:
+    """The exact gold's graded score (`llm_eval.gold`) of each reply to its sum."""
+    from llm_eval.gold import gold_scores
+
+    return gold_scores([p[-1]["content"] for p in prompts], [c[-1]["content"] for c in completions])
+
+
+REWARDS = {"exact": exact_answer, "arithmetic": gold_reward}
 
 
 class LearnedReward:
@@ -130,7 +149,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     name = require_local_or_hub(cfg.model, "llm-train sft")
     train = load_tasks(cfg.data, "train", cfg.categories, cfg.caps)
     tokenizer = load_tokenizer(name)
-    funcs, weights = [exact_answer], [1.0]
+    funcs, weights = [REWARDS[cfg.reward]], [1.0]
     if cfg.reward_model:
         require_local_or_hub(cfg.reward_model, "llm-align reward")
         funcs.append(LearnedReward(cfg.reward_model))

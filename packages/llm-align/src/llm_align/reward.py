@@ -16,15 +16,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import require_local_or_hub, write_metrics
+from llm_data.io import read_jsonl, require_local_or_hub, split_file, write_metrics
 from llm_eval.judge import conversation, conversation_ids, load_reward_model, pairwise_accuracy, reward_scores
 from llm_eval.run import load_tokenizer
-from llm_eval.stats import to_metrics
+from llm_eval.stats import mean_ci, paired_diff_ci, to_metrics
 from llm_train.distributed import relaunch
 from llm_train.loop import write_loss_curves
 
 from llm_align.base import AlignConfig, save_trained
-from llm_align.data import HALVES, load_pairs
+from llm_align.data import HALVES, TEXT, load_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,40 @@ class RewardConfig(AlignConfig):
             raise ValueError(f"center_rewards must be >= 0, got {self.center_rewards}")
 
 
-def evaluate_pairs(folder: str, rows: list[dict], batch_size: int, max_length: int, seed: int) -> dict[str, float]:
-    """Held-out pairwise accuracy and margin of the reward model in `folder`, overall and per category."""
+def noise_ceiling(data: str, correct: list[bool], seed: int) -> dict[str, float]:
+    """Against the labels a Bradley-Terry labeller would draw (`llm-align collect --label gold`): the reward
+    model's expected accuracy, and the ceiling, the gold's own (a pair with gold gap g keeps the gold order
+    with probability p = sigmoid(g / T), so ranking it right earns p and wrong 1 - p). Empty unless the test
+    pairs carry their gold scores and the folder's meta.json its temperature T."""
+    import json
+    import math
+
+    meta = Path(data) / "meta.json"
+    temperature = json.loads(meta.read_text()).get("temperature") if meta.is_file() else None
+    if temperature is None:
+        return {}
+    rows = read_jsonl(split_file(data, "test"), {"prompt": TEXT})
+    if not all("gold_chosen" in r and "gold_rejected" in r for r in rows):
+        return {}
+
+    def keep(gap: float) -> float:
+        return 1.0 if temperature == 0 else 1 / (1 + math.exp(-gap / temperature))
+
+    ceiling = [keep(r["gold_chosen"] - r["gold_rejected"]) for r in rows]
+    expected = [p if right else 1 - p for p, right in zip(ceiling, correct, strict=True)]
+    prompts = [str(r["prompt"]) for r in rows]  # several pairs share a prompt: resample prompts
+    return {
+        **to_metrics("noisy_accuracy", mean_ci(expected, 100.0, seed, prompts)),
+        **to_metrics("noise_ceiling", mean_ci(ceiling, 100.0, seed, prompts)),
+        **to_metrics("below_ceiling", paired_diff_ci(ceiling, expected, 100.0, seed, prompts)),
+        "label_temperature": temperature,
+    }
+
+
+def evaluate_pairs(folder: str, rows: list[dict], batch_size: int, max_length: int, seed: int,
+                   data: str = "") -> dict[str, float]:
+    """Held-out pairwise accuracy and margin of the reward model in `folder`, overall and per category; with
+    `data` (the folder `rows` are the test split of), also against the labels' noise (`noise_ceiling`)."""
     model, tokenizer = load_reward_model(folder)
     chosen = reward_scores(
         model, tokenizer, [conversation(r["prompt"], r["chosen"]) for r in rows], batch_size, max_length
@@ -66,6 +98,8 @@ def evaluate_pairs(folder: str, rows: list[dict], batch_size: int, max_length: i
     )
     accuracy, margin = pairwise_accuracy(chosen, rejected, seed=seed)
     metrics = {**to_metrics("accuracy", accuracy), **to_metrics("margin", margin), "n_pairs": len(rows)}
+    if data:
+        metrics.update(noise_ceiling(data, [c > r for c, r in zip(chosen, rejected, strict=True)], seed))
     by_category = defaultdict(list)
     for row, c, r in zip(rows, chosen, rejected, strict=True):
         by_category[row["category"]].append((c, r))
@@ -124,7 +158,7 @@ def run_reward(cfg: RewardConfig) -> Path:
     if not save_trained(cfg, trainer, tokenizer):
         return Path(cfg.out)
     cfg.done()
-    metrics = evaluate_pairs(cfg.out, test, cfg.batch_size, cfg.max_length, cfg.seed)
+    metrics = evaluate_pairs(cfg.out, test, cfg.batch_size, cfg.max_length, cfg.seed, cfg.data)
     metrics.update(**run, train_pairs=len(train))
     logger.info("reward model %s: %s", cfg.out, metrics)
     write_metrics(cfg.metrics, metrics)

@@ -187,8 +187,8 @@ class ReportConfig:
     )
     sections: str = field(
         default="",
-        metadata={"help": "Comma list of extra sections after the model table: mlm, encoders, cot, alignment, distill, "
-                  "generate, real, kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity "
+        metadata={"help": "Comma list of extra sections after the model table: mlm, encoders, cot, gold, alignment, "
+                  "distill, generate, real, kv_cache, attention, speculative, batch, vllm, serve, serve_vllm, parity "
                   "('' = none)."},
     )
     compare_metrics_dir: str = field(
@@ -568,10 +568,10 @@ def goal_tally(goal_list: list[Goal]) -> dict[str, int]:
 
 def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], images: dict,
                  reference: tuple[dict, Items | None] = ({}, None),
-                 extra: tuple[list[tuple], list[tuple], list[fd.Finding]] = ([], [], [])
+                 extra: tuple[list[tuple], list[tuple], list[fd.Finding]] = ([], [], []), leads: list[str] = (),
                  ) -> tuple[list[tuple], dict]:
     """(the report's blocks, its summary for the report card); `extra` = (section blocks, section goals as
-    (label, value, op, threshold), section findings)."""
+    (label, value, op, threshold), section findings); `leads`: sentences that open the key takeaways."""
     extra_blocks, extra_goals, extra_findings = extra
     ref_eval, ref_items = reference
     cmp = compression.changes(rows, cfg.reference, ref_items)
@@ -581,7 +581,7 @@ def build_blocks(cfg: ReportConfig, rows: dict, curves: dict, cats: list[str], i
     goal_list += [_goal(label, value, op, None if op == "info" else threshold, "")
                   for label, value, op, threshold in compression.goals(rows, cfg.reference, cmp) + extra_goals]
     tally = goal_tally(goal_list)
-    key = fd.takeaways(found, tally, _compression_costs(rows, cfg.reference, cmp))
+    key = [*leads, *fd.takeaways(found, tally, _compression_costs(rows, cfg.reference, cmp))]
     finding_rows, identical = fd.table(found)
     blocks: list[tuple] = [
         ("h1", f"llm-lab report: preset {cfg.preset}"),
@@ -670,13 +670,13 @@ def run_report(cfg: ReportConfig) -> Path:
         images["exact_match_by_category.png"] = plot_categories(rows, cats)
     from llm_eval.report.sections import build
 
-    section_blocks, section_images, section_goals, section_comparisons = build(
+    section_blocks, section_images, section_goals, section_comparisons, leads = build(
         cfg.section_names, cfg.metrics_dir, cfg.plots_dir, _read_json, teacher=cfg.reference,
         items_dir=cfg.items_dir,
     )
     images.update(section_images)
     blocks, summary_data = build_blocks(cfg, rows, curves, cats, images, load_reference(cfg, rows),
-                                        (section_blocks, section_goals, section_comparisons))
+                                        (section_blocks, section_goals, section_comparisons), leads)
     summary_data["machine"] = cfg.machine or card.machine()
     markdown = render.to_markdown(blocks, cfg.preset)
     page = render.to_html(markdown, images, f"llm-lab report: preset {cfg.preset}")

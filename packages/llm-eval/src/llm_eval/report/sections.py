@@ -19,6 +19,7 @@ from llm_eval.items import exact_match_diff, load_items
 from llm_eval.report import alignment as align_report
 from llm_eval.report import encoders as embed_report
 from llm_eval.report import findings as fd
+from llm_eval.report import gold as gold_report
 from llm_eval.report import transfer
 from llm_eval.report.cells import DASH
 from llm_eval.report.runs import RUN_COLUMNS, benchmark_metrics
@@ -37,6 +38,8 @@ class Section:
     # ("within noise" when the interval holds no effect); the report's findings table lists them.
     comparisons: Callable[[dict], list[fd.Finding]] = lambda m: []
     folder: str = ""  # plots_dir sub-folder whose CSV tables and PNGs the section shows ('' = infer_<name>)
+    # Sentences that open the report's key takeaways, before the ones the findings' rules pick: what it is for.
+    lead: Callable[[dict], list[str]] | None = None
 
 
 def _f(value, digits: int = 2) -> str:
@@ -396,6 +399,27 @@ SECTIONS = {
         "on the same validation prompts against their KL to SFT: the over-optimisation plot.",
         align_report.finding, align_report.goals, align_report.comparisons,
     ),
+    "gold": Section(
+        "Alignment against an exact gold: the reward-KL frontier and over-optimisation", "",
+        "gold_reference, gold_pairs, gold_reward, gold_bon, dpo@<policy>, gold_ppo@<run>, gold_grpo@<method>, "
+        "gold_eval@<policy>",
+        "A learned judge shares the blind spots of the reward model it referees; the world's two-step sums have an "
+        "exact answer, so the gold of this section is a rule (llm_eval.gold): 1 for the right number alone, graded penalties "
+        "for a wrong one, for extra words and for no number. As in the DPO paper's controlled generation "
+        "(Rafailov et al. 2023, arXiv:2305.18290, Fig. 2), the SFT policy's own samples of the training sums are "
+        "paired and each pair labelled by a Bradley-Terry draw on the gold difference, so a set share of the "
+        "labels go against the truth (Coste et al. 2024, arXiv:2310.02743, used 25%). A proxy reward model learns "
+        "from those labels; best-of-n (n replies, the proxy's favourite kept; KL log n - (n-1)/n) and PPO optimise "
+        "it, while DPO at several betas and Preferred-FT (SFT on the chosen replies) learn from the pairs directly "
+        "and GRPO and RLOO from the rubric itself. Every policy answers the held-out sums greedily and is graded "
+        "by the rule: mean gold, pass rate and win rate against SFT (ties half), with sampled KL to SFT. "
+        "Best-of-n picks among replies sampled at temperature 1, so its n = 1 is one such sample, not SFT's "
+        "greedy reply; its values are the exact expectation over every n of the N replies sampled per sum. The "
+        "frontier plots gold reward against KL, one point per policy. Gao, Schulman & Hilton (2022, "
+        "arXiv:2210.10760) found that gold reward first rises, then falls as an optimiser pushes against a proxy, "
+        "with d = sqrt(KL): R(d) = d(alpha - beta d) for best-of-n, d(alpha - beta log d) for RL; both are fitted.",
+        gold_report.finding, gold_report.goals, gold_report.comparisons, lead=gold_report.lead,
+    ),
     "distill": Section(
         "Knowledge distillation", "", "distill@kd, distill@sft, eval@student_kd, eval@student_sft",
         "Knowledge distillation (Hinton et al. 2015, arXiv:1503.02531) trains a small student to match the full "
@@ -597,12 +621,13 @@ def _distill_em(metrics: dict, label: str) -> str:
 
 def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callable[[Path], dict],
           teacher: str = "sft_full", items_dir: str = "reports/items",
-          ) -> tuple[list[tuple], dict[str, bytes], list[tuple], list[str]]:
-    """(blocks, images by file name, goals as (label, value, op, threshold), comparison lines).
+          ) -> tuple[list[tuple], dict[str, bytes], list[tuple], list[str], list[str]]:
+    """(blocks, images by file name, goals as (label, value, op, threshold), comparison lines, and the lead
+    sections' findings, which open the key takeaways).
 
     `items_dir` holds the per-item results (llm-eval run --items) that paired comparisons resample.
     """
-    blocks, images, goal_rows, comparisons = [], {}, [], []
+    blocks, images, goal_rows, comparisons, leads = [], {}, [], [], []
     for name in names:
         if name not in SECTIONS:
             raise ValueError(f"unknown report section {name!r}; choose from: {', '.join(SECTIONS)}")
@@ -615,6 +640,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             metrics = embed_report.embed_metrics(Path(metrics_dir), read_json, items_dir)
         elif name == "alignment":
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
+        elif name == "gold":
+            metrics = gold_report.gold_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
         elif name == "real":
             metrics = transfer.real_metrics(Path(metrics_dir), Path(items_dir))
         else:  # one metrics file, or one per separate run of the stage (runs.py)
@@ -630,6 +657,7 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
         finding = section.finding(metrics)
         if finding:
             blocks.append(("p", finding))
+        leads += section.lead(metrics) if section.lead else []
         if name == "distill":
             blocks.append(("table", ["model", "parameters", "exact match", "% of teacher"], [
                 [teacher + " (teacher)", _f(metrics.get("teacher_parameters")), _distill_em(metrics, "teacher"),
@@ -648,6 +676,11 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             blocks.append(("table", list(transfer.REAL_COLUMNS), transfer.real_table(metrics)))
         if metrics.get("separate_runs"):
             blocks.append(("table", list(RUN_COLUMNS), metrics["runs_table"]))
+        if name == "gold":
+            blocks.append(("table", list(gold_report.COLUMNS), gold_report.table(metrics)))
+            for file, png in gold_report.plots(metrics).items():
+                images[file] = png
+                blocks.append(("img", file, f"Exact gold: {file[len('gold_'):-4].replace('_', ' ')}"))
         if name == "alignment":
             blocks.append(("table", list(align_report.COLUMNS), align_report.table(metrics)))
             for file, png in align_report.plots(metrics).items():
@@ -662,7 +695,7 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             blocks.append(("img", file, f"{section.title}: {png.stem.replace('_', ' ')}"))
         goal_rows += section.goals(metrics)
         comparisons += section.comparisons(metrics)
-    return blocks, images, goal_rows, comparisons
+    return blocks, images, goal_rows, comparisons, leads
 
 
 __all__ = ["SECTIONS", "build", "cot_metrics", "distill_metrics"]
