@@ -49,8 +49,8 @@ PRESETS = {
         "its wheel ships, evaluated as shipped (the world's tasks, real news perplexity, real review sentiment), "
         "LoRA and QLoRA on the world's tasks, compressed seven ways (bitsandbytes int8/NF4, GPTQ, AWQ, quanto "
         "int4, SparseGPT 50% and 2:4), the KV cache, attention, prompt-lookup and batching measurements, vLLM "
-        "against generate over separate runs, the server and its parity, and the tiny profile's findings set "
-        "beside its own",
+        "against generate over separate runs, the server and its parity, DPO with LoRA on its own samples of the "
+        "world's sums graded by the exact gold, and the tiny profile's findings set beside its own",
     },
 }
 

@@ -108,6 +108,9 @@ REDUCED = {
     ("smol", "serve", "max_tokens"): 8,
     ("smol", "parity", "max_samples"): 4,
     ("smol", "parity", "max_new_tokens"): 8,
+    ("smol", "gold", "data"): {"train": 16, "validation": 8, "test": 16},
+    **{("smol", "gold", "pairs", key): value for key, value in (("samples", 3), ("max_new_tokens", 8))},
+    **{("smol", "gold", "eval", key): value for key, value in (("max_new_tokens", 8), ("kl_samples", 4))},
 }
 
 
@@ -355,8 +358,11 @@ def test_smol_path_runs_a_real_model_and_sets_the_tiny_findings_beside_it(smol_r
     report = (repo_copy / "reports" / "smol.md").read_text()
     for heading in ("## What carries from the tiny profile", "## Real text and real sentences", "## KV cache",
                     "## Attention implementations", "## Speculative decoding", "## Batching",
-                    "## vLLM against transformers generate", "## Serving", "## Train/serve parity"):
+                    "## vLLM against transformers generate", "## Serving", "## Train/serve parity",
+                    "## DPO with LoRA on the shipped model, graded by the exact gold"):
         assert heading in report
+    dpo = json.loads((repo_copy / "reports/metrics/smol/gold_dpo_gold_lora.json").read_text())
+    assert dpo["n_prompts"] == 16 and 0 <= dpo["win_rate_lo"] <= dpo["win_rate"] <= dpo["win_rate_hi"] <= 100
     # every compressed form has its size and its comparison with the shipped model
     for name in ("int8", "nf4", "gptq", "awq", "quanto_int4", "sparsegpt_50", "sparsegpt_2of4"):
         assert json.loads((repo_copy / f"reports/metrics/smol/eval_{name}.json").read_text())["n_samples"] == 24

@@ -122,6 +122,20 @@ def test_preferred_ft_is_sft_on_the_chosen_replies(workspace, gold_world, tmp_pa
     assert main([*args[:-2], "--sft_weight", "1.0"]) == 2  # the NLL term is already the whole loss
 
 
+def test_dpo_with_lora_on_pairs_without_a_test_split(workspace, gold_world, tmp_path):
+    """The smol-course exercise's shape: pairs with no held-out pairs (no reward model is trained on them), and
+    DPO training LoRA adapters that are merged into a plain model folder."""
+    pairs, out = tmp_path / "pairs", tmp_path / "dpo"
+    assert main(["collect", "--model", str(workspace / "policy"), "--data", str(gold_world / "gold"), "--label", "gold",
+                 "--samples", "4", "--max_new_tokens", "6", "--max_per_category", "0", "--temperature", "0.3",
+                 "--test_pairs", "false", "--out", str(pairs)]) == 0
+    assert sorted(p.name for p in pairs.glob("*.jsonl")) == ["train.jsonl", "validation.jsonl"]
+    args = ["dpo", "--model", str(workspace / "policy"), "--data", str(pairs), "--out", str(out), "--lora_r", "4",
+            "--max_steps", "2", "--batch_size", "4", "--max_per_category", "0", "--metrics", f"{out}.json"]
+    assert main(args) == 0
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+
+
 def test_gold_reward_grades_replies_by_the_rubric():
     prompts = [[{"role": "user", "content": "What is 2 + 3 - 1?"}]] * 3
     replies = [[{"role": "assistant", "content": c}] for c in (" 4", "5", "The answer is 4")]

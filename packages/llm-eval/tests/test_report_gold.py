@@ -107,5 +107,29 @@ def test_gold_section_opens_the_takeaways_and_plots_the_frontier(gold_dirs):
 
 
 def test_missing_reference_names_the_stage(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dvc repro gold_reference"):
+    with pytest.raises(FileNotFoundError, match="gold_reference, or smol_gold_eval@sft_full"):
         gold_report.gold_metrics(tmp_path, lambda p: {}, tmp_path)
+
+
+def test_smol_section_grades_dpo_with_lora_against_the_shipped_model(tmp_path):
+    """The same section, from the shipped model (`--reference base`): no lead, no goals, its own wording."""
+    metrics, items = tmp_path / "metrics", tmp_path / "items"
+    _write(metrics / "gold_base.json", {"gold_score": -0.6, "gold_pass": 0.0, "gold_pass_lo": 0.0, "gold_pass_hi": 0.0,
+                                        "kl": 0.0, "n_prompts": 4})
+    _answers(items, "base", [0.75, -0.4, -0.35, -1.0])
+    _write(metrics / "gold_dpo_gold_lora.json", {"gold_score": 0.1, "win_rate": 87.5, "win_rate_lo": 62.5,
+                                                 "win_rate_hi": 100.0, "kl": 2.0, "kl_lo": 1.0, "kl_hi": 3.0,
+                                                 "gold_pass": 50.0, "n_prompts": 4})
+    _write(metrics / "train_dpo_gold_lora.json", {"train_seconds": 120.0})
+    _answers(items, "dpo_gold_lora", [1.0, 1.0, -0.15, -1.0])
+    blocks, images, goals, found, leads = build(["smol_gold"], str(metrics), str(tmp_path / "plots"),
+                                                lambda p: json.loads(p.read_text()), teacher="base",
+                                                items_dir=str(items))
+    assert leads == [] and goals == [] and set(images) == {"gold_frontier.png"}
+    finding = next(b[1] for b in blocks if b[0] == "p" and b[1].startswith("Against the exact gold"))
+    assert finding.startswith("Against the exact gold on 4 held-out sums, the shipped model passes 0.0")
+    assert "DPO (LoRA) wins 87.5 [62.5, 100.0]% against the shipped model at KL 2.0" in finding
+    headers, rows = next(b[1:] for b in blocks if b[0] == "table")
+    assert headers[4] == "gold win rate vs the shipped model (%)"
+    assert [r[0] for r in rows] == ["base", "dpo_gold_lora"] and rows[1][-1] == "120"
+    assert [f.b for f in found] == ["base", "base"]

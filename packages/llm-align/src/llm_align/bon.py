@@ -99,19 +99,15 @@ def expected_best(proxy: list[float], values: list[float], n: int) -> float:
 
 def _samples(cfg: BestOfNConfig, prompts: list[str]) -> list[list[str]]:
     import torch
-    from llm_eval.align import sample_replies
     from llm_eval.run import load_tokenizer
     from transformers import AutoModelForCausalLM
+
+    from llm_align.collect import sample_k
 
     name = require_local_or_hub(cfg.model, "llm-train sft")
     tokenizer = load_tokenizer(name)
     policy = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
-    replies = [[] for _ in prompts]
-    for i in range(cfg.sizes[-1]):
-        _, ids = sample_replies(policy, tokenizer, prompts, cfg.max_new_tokens, cfg.seed * 1000 + i, cfg.batch_size)
-        for texts, text in zip(replies, tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
-            texts.append(text.strip())
-    return replies
+    return sample_k(policy, tokenizer, prompts, cfg.sizes[-1], cfg.max_new_tokens, cfg.seed, cfg.batch_size)
 
 
 def run_best_of_n(cfg: BestOfNConfig) -> Path:

@@ -71,6 +71,10 @@ class CollectConfig:
         default=0, metadata={"help": "--label gold: most pairs per prompt, drawn among those with a gold "
                                      "difference (0 = all)."}
     )
+    test_pairs: bool = field(
+        default=True, metadata={"help": "--label gold: also pair the held-out sums (the test split a reward "
+                                        "model is scored on); false saves their sampling when none is trained."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the sampled replies and of the label draws."})
     metrics: str = field(default="", metadata={"help": "Write collection statistics JSON here."})
 
@@ -95,16 +99,19 @@ def _gold_prompts(folder: str, split: str, caps: int = 0) -> list[dict]:
     return rows[:caps] if caps else rows
 
 
-def _samples(cfg: CollectConfig, policy, tokenizer, prompts: list) -> list[list[str]]:
-    """Per prompt, `cfg.samples` replies sampled from the policy at temperature 1."""
+def sample_k(policy, tokenizer, prompts: list, k: int, max_new_tokens: int, seed: int,
+             batch_size: int = 64) -> list[list[str]]:
+    """Per prompt, `k` replies sampled from the policy at temperature 1, the i-th of all prompts with seed
+    `seed * 1000 + i`."""
     from llm_eval.align import sample_replies
 
     replies = [[] for _ in prompts]
-    for i in range(cfg.samples):
-        _, ids = sample_replies(policy, tokenizer, prompts, cfg.max_new_tokens, seed=cfg.seed * 1000 + i)
+    for i in range(k):
+        _, ids = sample_replies(policy, tokenizer, prompts, max_new_tokens, seed * 1000 + i, batch_size)
         for texts, text in zip(replies, tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
             texts.append(text.strip())
     return replies
+
 
 
 def _gold_pairs(cfg: CollectConfig, rows: list[dict], replies: list[list[str]], noisy: bool, rng,
@@ -139,7 +146,7 @@ def _pairs(cfg: CollectConfig, policy, tokenizer, judge, rows: list[dict], stats
     from llm_eval.judge import conversation, reward_scores
     from llm_eval.run import normalize
 
-    replies = _samples(cfg, policy, tokenizer, [r["prompt"] for r in rows])
+    replies = sample_k(policy, tokenizer, [r["prompt"] for r in rows], cfg.samples, cfg.max_new_tokens, cfg.seed)
     out = []
     for row, texts in zip(rows, replies, strict=True):
         texts = list(dict.fromkeys(t for t in texts if t))  # distinct, non-empty, in sampled order
@@ -177,7 +184,7 @@ def run_collect(cfg: CollectConfig) -> Path:
         "train": load(cfg.data, "train", caps=cfg.max_per_category),
         "validation": load(cfg.data, "validation"),
     }
-    if cfg.label == "gold":  # pairs of the held-out sums: a reward model's test against the truth
+    if cfg.label == "gold" and cfg.test_pairs:  # pairs of the held-out sums: a reward model's test against the truth
         splits["test"] = load(cfg.data, "test")
     tokenizer = load_tokenizer(name)
     policy = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()
@@ -189,7 +196,8 @@ def run_collect(cfg: CollectConfig) -> Path:
         stats = {"skipped_identical": 0, "skipped_small_margin": 0, "skipped_all_right": 0, "skipped_none_right": 0,
                  "margins": []}
         if cfg.label == "gold":  # train labels are noisy draws; validation and test keep the gold order
-            replies = _samples(cfg, policy, tokenizer, [r["prompt"] for r in rows])
+            prompts = [r["prompt"] for r in rows]
+            replies = sample_k(policy, tokenizer, prompts, cfg.samples, cfg.max_new_tokens, cfg.seed)
             out[split] = _gold_pairs(cfg, rows, replies, split == "train", random.Random(f"{cfg.seed}:{split}"), stats)
         else:
             out[split] = _pairs(cfg, policy, tokenizer, judge, rows, stats)

@@ -1,4 +1,7 @@
-"""The gold-world section of the alignment report: every method graded by the exact gold, at its KL to SFT.
+"""The gold-world sections: every method graded by the exact gold, at its KL to the model it started from.
+
+The alignment report's section starts from SFT (`sft_full`); the smol report's from the shipped SmolLM2 (`base`),
+tuned by DPO with LoRA on pairs of its own samples. The reference is the report's `--reference`.
 
 It joins `gold_<policy>.json` (`llm-eval align --gold arithmetic` on the held-out sums: mean gold, pass rate,
 win rate against SFT's greedy replies, sampled KL), `train_<policy>.json` (train time; the RL runs' curves),
@@ -24,6 +27,7 @@ from llm_eval.report.cells import png_bytes
 from llm_eval.stats import Estimate, from_metrics, paired_diff_ci
 
 REFERENCE = "sft_full"
+REFERENCE_LABELS = {"sft_full": "SFT", "base": "the shipped model"}  # how sentences name the reference
 # name -> (family, setting), in table order; the rows present are shown.
 POLICIES = {
     "dpo_gold_b01": ("DPO", "beta 0.1"),
@@ -35,12 +39,17 @@ POLICIES = {
     "ppo_gold_nokl": ("PPO", "no KL penalty"),
     "grpo_gold": ("GRPO", "gold rubric reward"),
     "rloo_gold": ("RLOO", "gold rubric reward"),
+    "dpo_gold_lora": ("DPO", "LoRA"),
 }
 SWEPT = ("DPO", "PPO")  # the families with several points on the frontier: each point is labelled
 OVEROPTIMISED = "ppo_gold_nokl"  # the RL run whose curve is fitted with Gao's RL form
 BON_N = 16  # the best-of-n a goal names
-COLUMNS = ("policy", "method", "KL to SFT (nats)", "mean gold", "gold win rate vs SFT (%)", "pass (%)",
-           "train time (s)")
+
+
+def columns(m: dict) -> list[str]:
+    label = m["ref_label"]
+    return ["policy", "method", f"KL to {label} (nats)", "mean gold", f"gold win rate vs {label} (%)", "pass (%)",
+            "train time (s)"]
 
 
 def _read_csv(path: Path) -> list[dict[str, float]]:
@@ -54,13 +63,15 @@ def _scores(items_dir: Path, name: str) -> list[float] | None:
 
 
 def gold_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], items_dir: str | Path,
-                 plots_dir: str | Path = "") -> dict:
-    """{"reference", "rows": {policy: {gold, train}}, "bon", "bon_curve", "reward", "pairs", "curves",
-    "<policy>_pass_change", "<policy>_gold_change"}."""
-    path = metrics_dir / f"gold_{REFERENCE}.json"
+                 plots_dir: str | Path = "", reference: str = REFERENCE) -> dict:
+    """{"reference", "ref_name", "ref_label", "rows": {policy: {gold, train}}, "bon", "bon_curve", "reward", "pairs",
+    "curves", "<policy>_pass_change", "<policy>_gold_change"}."""
+    path = metrics_dir / f"gold_{reference}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no gold metrics for the reference (run `dvc repro gold_reference`)")
-    out: dict = {"reference": read_json(path), "rows": {}, "curves": {}}
+        raise FileNotFoundError(f"{path}: no gold metrics for the reference {reference!r} (run its `llm-eval align "
+                                f"--gold arithmetic` stage: gold_reference, or smol_gold_eval@{reference})")
+    out: dict = {"reference": read_json(path), "ref_name": reference,
+                 "ref_label": REFERENCE_LABELS.get(reference, reference), "rows": {}, "curves": {}}
     for name in POLICIES:
         if (p := metrics_dir / f"gold_{name}.json").is_file():
             train = metrics_dir / f"train_{name}.json"
@@ -72,13 +83,13 @@ def gold_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], items_dir
         out[key] = read_json(metrics_dir / file) if (metrics_dir / file).is_file() else {}
     bon_csv = Path(plots_dir) / "gold_bon" / "bon.csv"
     out["bon_curve"] = _read_csv(bon_csv) if bon_csv.is_file() else []
-    reference = _scores(Path(items_dir), REFERENCE)
+    reference_scores = _scores(Path(items_dir), reference)
     for name in out["rows"]:
         ours = _scores(Path(items_dir), name)
-        if ours is not None and reference is not None and len(ours) == len(reference):
+        if ours is not None and reference_scores is not None and len(ours) == len(reference_scores):
             out[f"{name}_pass_change"] = paired_diff_ci([float(passes(s)) for s in ours],
-                                                        [float(passes(s)) for s in reference], scale=100.0)
-            out[f"{name}_gold_change"] = paired_diff_ci(ours, reference)
+                                                        [float(passes(s)) for s in reference_scores], scale=100.0)
+            out[f"{name}_gold_change"] = paired_diff_ci(ours, reference_scores)
     return out
 
 
@@ -89,8 +100,8 @@ def _cell(metrics: dict, key: str, digits: int = 1) -> str:
 
 def table(m: dict) -> list[list[str]]:
     ref = m["reference"]
-    out = [[REFERENCE, "SFT (the reference)", "0", _cell(ref, "gold_score", 2), "50 (itself)", _cell(ref, "gold_pass"),
-            "—"]]
+    out = [[m["ref_name"], f"{m['ref_label']} (the reference)", "0", _cell(ref, "gold_score", 2), "50 (itself)",
+            _cell(ref, "gold_pass"), "—"]]
     bon = m["bon"]
     for row in m["bon_curve"]:
         n = int(row["n"])
@@ -181,8 +192,9 @@ def lead(m: dict) -> list[str]:
     points = _best_points(m)
     if not points:
         return []
-    out = [f"Against the exact gold on {n} held-out sums (SFT passes {_cell(ref, 'gold_pass')}%), each method's "
-           "best gold win rate against SFT and its KL: "
+    label = m["ref_label"]
+    out = [f"Against the exact gold on {n} held-out sums ({label} passes {_cell(ref, 'gold_pass')}%), each method's "
+           f"best gold win rate against {label} and its KL: "
            + "; ".join(f"{label} {win.fmt(1)}% at {kl}" for label, win, kl in points) + "."]
     lifted = [name for name in m["rows"] if (c := m.get(f"{name}_pass_change")) is not None and c.lo > 0]
     flat = [name for name in m["rows"] if (c := m.get(f"{name}_pass_change")) is not None and c.lo <= 0]
@@ -191,22 +203,23 @@ def lead(m: dict) -> list[str]:
                    + (", ".join(f"{name} {m[f'{name}_pass_change'].fmt(1, signed=True)} points" for name in lifted)
                       or "no policy")
                    + (f"; within noise for {', '.join(flat)}: their wins are wrong replies the gold grades above "
-                      "SFT's (a number where SFT gave none, or a nearer one), not more right answers" if flat else "")
-                   + ".")
+                      f"{label}'s (a number where it gave none, or a nearer one), not more right answers"
+                      if flat else "") + ".")
     return out
 
 
 def finding(m: dict) -> str:
     """What each method bought against the gold and at what KL, then the proxy against its ceiling."""
     ref, n = m["reference"], int(m["reference"].get("n_prompts", 0))
-    parts = [f"Against the exact gold on {n} held-out sums, SFT passes {_cell(ref, 'gold_pass')}% "
+    label = m["ref_label"]
+    parts = [f"Against the exact gold on {n} held-out sums, {label} passes {_cell(ref, 'gold_pass')}% "
              f"(mean gold {_cell(ref, 'gold_score', 2)})"]
     for name, row in m["rows"].items():
         g = row["gold"]
         family, setting = POLICIES[name]
         change = m.get(f"{name}_pass_change")
         passed = f", pass {change.fmt(1, signed=True)} points" if change is not None else ""
-        parts.append(f"{family} ({setting}) wins {_cell(g, 'win_rate')}% against SFT at KL {_cell(g, 'kl', 1)} "
+        parts.append(f"{family} ({setting}) wins {_cell(g, 'win_rate')}% against {label} at KL {_cell(g, 'kl', 1)} "
                      f"nats{passed}")
     bon = m["bon"]
     if f"n{BON_N}_win_rate" in bon:
@@ -237,23 +250,23 @@ def comparisons(m: dict) -> list[fd.Finding]:
         win = from_metrics(row["gold"], "win_rate")
         if win is not None:
             shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
-            out.append(fd.Finding(name, f"gold win rate {win.fmt(1)}%", name, REFERENCE, shifted,
+            out.append(fd.Finding(name, f"gold win rate {win.fmt(1)}%", name, m["ref_name"], shifted,
                                   unit=" points over 50%"))
         if m.get(f"{name}_pass_change") is not None:
-            out.append(fd.Finding(name, "gold pass rate", name, REFERENCE, m[f"{name}_pass_change"]))
+            out.append(fd.Finding(name, "gold pass rate", name, m["ref_name"], m[f"{name}_pass_change"]))
     bon = m["bon"]
     for row in m["bon_curve"]:
         n = int(row["n"])
         win = from_metrics(bon, f"n{n}_win_rate")
         if n > 1 and win is not None:
             shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
-            out.append(fd.Finding(f"best-of-{n}", f"gold win rate {win.fmt(1)}%", f"best-of-{n}", REFERENCE, shifted,
-                                  unit=" points over 50%"))
+            out.append(fd.Finding(f"best-of-{n}", f"gold win rate {win.fmt(1)}%", f"best-of-{n}", m["ref_name"],
+                                  shifted, unit=" points over 50%"))
     return out
 
 
 def goals(m: dict) -> list[tuple]:
-    out = [("SFT gold pass rate, room above it (%)", from_metrics(m["reference"], "gold_pass"), "<=", 50)]
+    out = [(f"{m['ref_label']} gold pass rate, room above it (%)", from_metrics(m["reference"], "gold_pass"), "<=", 50)]
     if "dpo_gold" in m["rows"]:
         out.append(("DPO gold win rate vs SFT (%)", from_metrics(m["rows"]["dpo_gold"]["gold"], "win_rate"), ">=", 70))
     if f"n{BON_N}_win_rate" in m["bon"]:
@@ -289,7 +302,7 @@ def plots(m: dict) -> dict[str, bytes]:
     ax = fig.add_subplot(1, 1, 1)
     ref = from_metrics(m["reference"], "gold_score")
     ax.errorbar([0], [ref.value], yerr=[[ref.value - ref.lo], [ref.hi - ref.value]], fmt="k*", ms=10, capsize=2,
-                label="SFT")
+                label=m["ref_label"])
     if m["bon_curve"]:
         rows = m["bon_curve"]
         ax.errorbar([r["kl"] for r in rows], [r["gold"] for r in rows],
@@ -311,7 +324,7 @@ def plots(m: dict) -> dict[str, bytes]:
         if family in SWEPT:
             ax.annotate(setting.removeprefix("KL coef "), (kl.value, g.value), fontsize=7, xytext=(4, -10),
                         textcoords="offset points", color=color)
-    ax.set(xlabel="KL(policy || SFT), nats per reply (sampled)", ylabel="mean gold reward, held-out sums",
+    ax.set(xlabel=f"KL(policy || {m['ref_label']}), nats per reply (sampled)", ylabel="mean gold reward, held-out sums",
            title="Reward-KL frontier against the exact gold (policies greedy; PPO labelled by KL coef)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -333,7 +346,8 @@ def plots(m: dict) -> dict[str, bytes]:
                     ax.plot(grid, alpha * grid - beta * second, color=color, ls="--",
                             label=f"{key} fit: alpha {alpha:.2f}, beta {beta:.2f}, R² {r2:.2f}")
             form = "d(alpha - beta d)" if c["form"] == "bon" else "d(alpha - beta log d)"
-            ax.set(xlabel="d = sqrt(KL to SFT)", ylabel="reward change since d = 0", title=f"{label}: {form}")
+            ax.set(xlabel=f"d = sqrt(KL to {m['ref_label']})", ylabel="reward change since d = 0",
+                   title=f"{label}: {form}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         out["gold_overoptimisation.png"] = png_bytes(fig)

@@ -404,8 +404,8 @@ SECTIONS = {
         "gold_reference, gold_pairs, gold_reward, gold_bon, dpo@<policy>, gold_ppo@<run>, gold_grpo@<method>, "
         "gold_eval@<policy>",
         "A learned judge shares the blind spots of the reward model it referees; the world's two-step sums have an "
-        "exact answer, so the gold of this section is a rule (llm_eval.gold): 1 for the right number alone, graded penalties "
-        "for a wrong one, for extra words and for no number. As in the DPO paper's controlled generation "
+        "exact answer, so the gold of this section is a rule (llm_eval.gold): 1 for the right number alone, graded "
+        "penalties for a wrong one, for extra words and for no number. As in the DPO paper's controlled generation "
         "(Rafailov et al. 2023, arXiv:2305.18290, Fig. 2), the SFT policy's own samples of the training sums are "
         "paired and each pair labelled by a Bradley-Terry draw on the gold difference, so a set share of the "
         "labels go against the truth (Coste et al. 2024, arXiv:2310.02743, used 25%). A proxy reward model learns "
@@ -419,6 +419,18 @@ SECTIONS = {
         "arXiv:2210.10760) found that gold reward first rises, then falls as an optimiser pushes against a proxy, "
         "with d = sqrt(KL): R(d) = d(alpha - beta d) for best-of-n, d(alpha - beta log d) for RL; both are fitted.",
         gold_report.finding, gold_report.goals, gold_report.comparisons, lead=gold_report.lead,
+    ),
+    "smol_gold": Section(
+        "DPO with LoRA on the shipped model, graded by the exact gold", "",
+        "smol_gold_data, smol_gold_pairs, smol_gold_reference, smol_dpo_gold, smol_gold_eval",
+        "Hugging Face's smol-course tunes SmolLM2 with DPO on preference pairs; in this section the pairs are the "
+        "shipped model's own samples of the world's two-step sums, each pair labelled by a Bradley-Terry draw on the "
+        "exact gold (llm_eval.gold: 1 for the right number alone, graded penalties for a wrong one, for extra words "
+        "and for no number), as in the DPO paper's controlled generation (Rafailov et al. 2023, arXiv:2305.18290). DPO "
+        "trains LoRA adapters (Hu et al. 2021, arXiv:2106.09685) on every linear layer, the reference being the "
+        "model with its adapters off, and the merged model answers held-out sums greedily, graded by the rule "
+        "against the shipped model's replies, with its sampled KL to it.",
+        gold_report.finding, lambda m: [], gold_report.comparisons,
     ),
     "distill": Section(
         "Knowledge distillation", "", "distill@kd, distill@sft, eval@student_kd, eval@student_sft",
@@ -640,8 +652,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             metrics = embed_report.embed_metrics(Path(metrics_dir), read_json, items_dir)
         elif name == "alignment":
             metrics = align_report.alignment_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
-        elif name == "gold":
-            metrics = gold_report.gold_metrics(Path(metrics_dir), read_json, items_dir, plots_dir)
+        elif name in ("gold", "smol_gold"):
+            metrics = gold_report.gold_metrics(Path(metrics_dir), read_json, items_dir, plots_dir, teacher)
         elif name == "real":
             metrics = transfer.real_metrics(Path(metrics_dir), Path(items_dir))
         else:  # one metrics file, or one per separate run of the stage (runs.py)
@@ -676,8 +688,8 @@ def build(names: list[str], metrics_dir: str, plots_dir: str, read_json: Callabl
             blocks.append(("table", list(transfer.REAL_COLUMNS), transfer.real_table(metrics)))
         if metrics.get("separate_runs"):
             blocks.append(("table", list(RUN_COLUMNS), metrics["runs_table"]))
-        if name == "gold":
-            blocks.append(("table", list(gold_report.COLUMNS), gold_report.table(metrics)))
+        if name in ("gold", "smol_gold"):
+            blocks.append(("table", gold_report.columns(metrics), gold_report.table(metrics)))
             for file, png in gold_report.plots(metrics).items():
                 images[file] = png
                 blocks.append(("img", file, f"Exact gold: {file[len('gold_'):-4].replace('_', ' ')}"))
