@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_data.io import atomic_dir, read_jsonl, require_local_or_hub, write_jsonl, write_metrics
+from llm_data.io import atomic_dir, require_local_or_hub, write_jsonl, write_metrics
 from llm_eval.stats import mean_ci, to_metrics
 
 logger = logging.getLogger(__name__)
@@ -111,19 +111,14 @@ def _samples(cfg: BestOfNConfig, prompts: list[str]) -> list[list[str]]:
 
 
 def run_best_of_n(cfg: BestOfNConfig) -> Path:
-    from llm_eval.align import load_prompts
+    from llm_eval.align import load_prompts, reference_answers
     from llm_eval.gold import gold_scores, passes
     from llm_eval.judge import conversation, load_reward_model, reward_scores
     from tqdm.auto import tqdm
 
     rows = load_prompts(cfg.data, cfg.split)
     prompts = [r["prompt"] for r in rows]
-    reference = None
-    if cfg.reference_items:
-        path = Path(cfg.reference_items) / "answers.jsonl"
-        reference = read_jsonl(path, {"prompt": (str, list), "gold_score": (int, float)})
-        if [r["prompt"] for r in reference] != prompts:
-            raise ValueError(f"{path}: its prompts are not {cfg.data}/{cfg.split}'s; rerun the reference")
+    reference = reference_answers(cfg.reference_items, rows, f"{cfg.data}/{cfg.split}")
     judge = load_reward_model(require_local_or_hub(cfg.reward_model, "llm-align reward"))
     replies = _samples(cfg, prompts)
     size = cfg.sizes[-1]

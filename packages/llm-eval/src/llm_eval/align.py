@@ -102,6 +102,18 @@ def load_prompts(folder: str, split: str) -> list[dict]:
     return out
 
 
+def reference_answers(items: str, prompts: list[dict], split: str) -> list[dict] | None:
+    """The reference's per-prompt answers (`--items` of this command, `answers.jsonl`) on the same prompts, in the
+    same order, as win/tie/loss pairs them; None without a folder."""
+    if not items:
+        return None
+    path = Path(items) / "answers.jsonl"
+    rows = read_jsonl(path, {"prompt": PROMPT, "gold_score": (int, float)})
+    if [r["prompt"] for r in rows] != [p["prompt"] for p in prompts]:
+        raise ValueError(f"{path}: its prompts are not this split's ({split}); rerun the reference")
+    return rows
+
+
 def reply_logprobs(
     model, pad_id: int, prompt_ids: list[list[int]], replies_ids: list[list[int]], batch_size: int = 32
 ) -> list[float]:
@@ -173,12 +185,7 @@ def run_align_eval(cfg: AlignEvalConfig) -> Path:
     import torch
 
     prompts = load_prompts(cfg.data, cfg.split)
-    reference_rows = None
-    if cfg.reference_items:
-        path = Path(cfg.reference_items) / "answers.jsonl"
-        reference_rows = read_jsonl(path, {"prompt": PROMPT, "gold_score": (int, float)})
-        if [r["prompt"] for r in reference_rows] != [p["prompt"] for p in prompts]:
-            raise ValueError(f"{path}: its prompts are not this split's ({cfg.data}/{cfg.split}); rerun the reference")
+    reference_rows = reference_answers(cfg.reference_items, prompts, f"{cfg.data}/{cfg.split}")
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_model(SimpleNamespace(model=cfg.model, quantize="none"), "cpu")
     replies = generate(model, tokenizer, [p["prompt"] for p in prompts], cfg.max_new_tokens, cfg.batch_size)

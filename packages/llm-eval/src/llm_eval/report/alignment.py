@@ -55,7 +55,8 @@ def refusal_change(ours: list[dict], reference: list[dict], category: str) -> Es
                           groups=groups)
 
 
-def _read_csv(path: Path) -> list[dict[str, float]]:
+def read_csv(path: Path) -> list[dict[str, float]]:
+    """The rows of a plots CSV (a curve, a per-step log), every filled cell as a float."""
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
@@ -101,13 +102,14 @@ def alignment_metrics(
     for name, log in RL_LOGS.items():
         folder = Path(plots_dir) / f"train_{name}"
         if name in rows and (folder / "overopt.csv").is_file():
-            out["curves"][name] = _read_csv(folder / "overopt.csv")
+            out["curves"][name] = read_csv(folder / "overopt.csv")
         if name in rows and (folder / log).is_file():
-            out["steps"][name] = _read_csv(folder / log)
+            out["steps"][name] = read_csv(folder / log)
     return out
 
 
-def _cell(metrics: dict, key: str, digits: int = 1) -> str:
+def cell(metrics: dict, key: str, digits: int = 1) -> str:
+    """'value [lo, hi]' of a metric from a flat metrics dict, '—' when it is absent."""
     estimate = from_metrics(metrics, key)
     return "—" if estimate is None else estimate.fmt(digits)
 
@@ -121,12 +123,12 @@ def table(m: dict) -> list[list[str]]:
         out.append(
             [
                 name,
-                _cell(a, "win_rate"),
+                cell(a, "win_rate"),
                 wtl,
-                _cell(a, "harmful_refusal"),
-                _cell(a, "over_refusal"),
-                _cell(row["eval"], "exact_match"),
-                _cell(a, "kl", 2),
+                cell(a, "harmful_refusal"),
+                cell(a, "over_refusal"),
+                cell(row["eval"], "exact_match"),
+                cell(a, "kl", 2),
                 "—" if seconds is None else f"{seconds:.0f}",
             ]
         )
@@ -142,10 +144,16 @@ def finding(m: dict) -> str:
     ]
     ref = m["rows"][REFERENCE]["align"]
     parts.append(
-        f"the SFT reference refuses {_cell(ref, 'harmful_refusal')}% of held-out harmful requests and "
-        f"{_cell(ref, 'over_refusal')}% of their benign look-alikes"
+        f"the SFT reference refuses {cell(ref, 'harmful_refusal')}% of held-out harmful requests and "
+        f"{cell(ref, 'over_refusal')}% of their benign look-alikes"
     )
     return "; ".join(parts) + "."
+
+
+def win_finding(technique: str, metric: str, a: str, b: str, win: Estimate) -> fd.Finding:
+    """A win rate of `a` against `b` as a finding: compared with 50%, the rate of a policy no better than `b`."""
+    shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
+    return fd.Finding(technique, f"{metric} {win.fmt(1)}%", a, b, shifted, unit=" points over 50%")
 
 
 def comparisons(m: dict) -> list[fd.Finding]:
@@ -155,10 +163,7 @@ def comparisons(m: dict) -> list[fd.Finding]:
             continue
         win = from_metrics(row["align"], "win_rate")
         if win is not None:
-            # A win rate is compared with 50%, the rate of a policy no better than the reference.
-            shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
-            out.append(fd.Finding(name, f"gold-judge win rate {win.fmt(1)}%", name, REFERENCE, shifted,
-                                  unit=" points over 50%"))
+            out.append(win_finding(name, "gold-judge win rate", name, REFERENCE, win))
         for category, what, better in (
             ("safety", "harmful requests refused", True),
             ("benign", "benign look-alikes refused", False),

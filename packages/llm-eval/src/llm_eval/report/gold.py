@@ -14,7 +14,6 @@ without its KL penalty, with the functional forms of Gao et al. 2022 fitted and 
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from llm_data.io import read_jsonl
 
 from llm_eval.gold import passes
 from llm_eval.report import findings as fd
+from llm_eval.report.alignment import cell, read_csv, win_finding
 from llm_eval.report.cells import png_bytes
 from llm_eval.stats import Estimate, from_metrics, paired_diff_ci
 
@@ -52,11 +52,6 @@ def columns(m: dict) -> list[str]:
             "train time (s)"]
 
 
-def _read_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-
-
 def _scores(items_dir: Path, name: str) -> list[float] | None:
     path = items_dir / f"gold_{name}" / "answers.jsonl"
     return [r["gold_score"] for r in read_jsonl(path, {"gold_score": (int, float)})] if path.is_file() else None
@@ -78,11 +73,11 @@ def gold_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], items_dir
             out["rows"][name] = {"gold": read_json(p), "train": read_json(train) if train.is_file() else {}}
             curve = Path(plots_dir) / f"train_{name}" / "overopt.csv"
             if curve.is_file():
-                out["curves"][name] = _read_csv(curve)
+                out["curves"][name] = read_csv(curve)
     for key, file in (("bon", "gold_bon.json"), ("reward", "reward_gold_proxy.json"), ("pairs", "gold_pairs.json")):
         out[key] = read_json(metrics_dir / file) if (metrics_dir / file).is_file() else {}
     bon_csv = Path(plots_dir) / "gold_bon" / "bon.csv"
-    out["bon_curve"] = _read_csv(bon_csv) if bon_csv.is_file() else []
+    out["bon_curve"] = read_csv(bon_csv) if bon_csv.is_file() else []
     reference_scores = _scores(Path(items_dir), reference)
     for name in out["rows"]:
         ours = _scores(Path(items_dir), name)
@@ -93,26 +88,21 @@ def gold_metrics(metrics_dir: Path, read_json: Callable[[Path], dict], items_dir
     return out
 
 
-def _cell(metrics: dict, key: str, digits: int = 1) -> str:
-    estimate = from_metrics(metrics, key)
-    return "—" if estimate is None else estimate.fmt(digits)
-
-
 def table(m: dict) -> list[list[str]]:
     ref = m["reference"]
-    out = [[m["ref_name"], f"{m['ref_label']} (the reference)", "0", _cell(ref, "gold_score", 2), "50 (itself)",
-            _cell(ref, "gold_pass"), "—"]]
+    out = [[m["ref_name"], f"{m['ref_label']} (the reference)", "0", cell(ref, "gold_score", 2), "50 (itself)",
+            cell(ref, "gold_pass"), "—"]]
     bon = m["bon"]
     for row in m["bon_curve"]:
         n = int(row["n"])
         if n > 1:
             out.append([f"best-of-{n}", "best-of-n by the proxy", f"{row['kl']:.2f} (analytic)",
-                        _cell(bon, f"n{n}_gold", 2), _cell(bon, f"n{n}_win_rate"), _cell(bon, f"n{n}_gold_pass"), "0"])
+                        cell(bon, f"n{n}_gold", 2), cell(bon, f"n{n}_win_rate"), cell(bon, f"n{n}_gold_pass"), "0"])
     for name, row in m["rows"].items():
         family, setting = POLICIES[name]
         g, seconds = row["gold"], row["train"].get("train_seconds")
-        out.append([name, f"{family}, {setting}", _cell(g, "kl", 2), _cell(g, "gold_score", 2), _cell(g, "win_rate"),
-                    _cell(g, "gold_pass"), "—" if seconds is None else f"{seconds:.0f}"])
+        out.append([name, f"{family}, {setting}", cell(g, "kl", 2), cell(g, "gold_score", 2), cell(g, "win_rate"),
+                    cell(g, "gold_pass"), "—" if seconds is None else f"{seconds:.0f}"])
     return out
 
 
@@ -193,7 +183,7 @@ def lead(m: dict) -> list[str]:
     if not points:
         return []
     label = m["ref_label"]
-    out = [f"Against the exact gold on {n} held-out sums ({label} passes {_cell(ref, 'gold_pass')}%), each method's "
+    out = [f"Against the exact gold on {n} held-out sums ({label} passes {cell(ref, 'gold_pass')}%), each method's "
            f"best gold win rate against {label} and its KL: "
            + "; ".join(f"{label} {win.fmt(1)}% at {kl}" for label, win, kl in points) + "."]
     lifted = [name for name in m["rows"] if (c := m.get(f"{name}_pass_change")) is not None and c.lo > 0]
@@ -212,28 +202,28 @@ def finding(m: dict) -> str:
     """What each method bought against the gold and at what KL, then the proxy against its ceiling."""
     ref, n = m["reference"], int(m["reference"].get("n_prompts", 0))
     label = m["ref_label"]
-    parts = [f"Against the exact gold on {n} held-out sums, {label} passes {_cell(ref, 'gold_pass')}% "
-             f"(mean gold {_cell(ref, 'gold_score', 2)})"]
+    parts = [f"Against the exact gold on {n} held-out sums, {label} passes {cell(ref, 'gold_pass')}% "
+             f"(mean gold {cell(ref, 'gold_score', 2)})"]
     for name, row in m["rows"].items():
         g = row["gold"]
         family, setting = POLICIES[name]
         change = m.get(f"{name}_pass_change")
         passed = f", pass {change.fmt(1, signed=True)} points" if change is not None else ""
-        parts.append(f"{family} ({setting}) wins {_cell(g, 'win_rate')}% against {label} at KL {_cell(g, 'kl', 1)} "
+        parts.append(f"{family} ({setting}) wins {cell(g, 'win_rate')}% against {label} at KL {cell(g, 'kl', 1)} "
                      f"nats{passed}")
     bon = m["bon"]
     if f"n{BON_N}_win_rate" in bon:
-        parts.append(f"best-of-{BON_N} by the proxy wins {_cell(bon, f'n{BON_N}_win_rate')}% at KL at most "
-                     f"{bon[f'n{BON_N}_kl']:.2f} nats (pass {_cell(bon, f'n{BON_N}_gold_pass')}%)")
+        parts.append(f"best-of-{BON_N} by the proxy wins {cell(bon, f'n{BON_N}_win_rate')}% at KL at most "
+                     f"{bon[f'n{BON_N}_kl']:.2f} nats (pass {cell(bon, f'n{BON_N}_gold_pass')}%)")
     text = "; ".join(parts) + "."
     reward, pairs = m["reward"], m["pairs"]
     if "noise_ceiling" in reward:
-        noise = f" ({_cell(pairs, 'train_label_noise')}% of its training labels go against the gold)" if pairs else ""
+        noise = f" ({cell(pairs, 'train_label_noise')}% of its training labels go against the gold)" if pairs else ""
         pairs_n = int(reward.get("n_pairs", 0))
-        text += (f" The proxy reward model ranks {_cell(reward, 'accuracy')}% of {pairs_n} held-out "
+        text += (f" The proxy reward model ranks {cell(reward, 'accuracy')}% of {pairs_n} held-out "
                  f"pairs in the gold order; against labels drawn with the training noise{noise} it scores "
-                 f"{_cell(reward, 'noisy_accuracy')}%, {_cell(reward, 'below_ceiling')} points below the "
-                 f"{_cell(reward, 'noise_ceiling')}% the gold itself would.")
+                 f"{cell(reward, 'noisy_accuracy')}%, {cell(reward, 'below_ceiling')} points below the "
+                 f"{cell(reward, 'noise_ceiling')}% the gold itself would.")
     peak = _peak_then_fall(m["curves"].get(OVEROPTIMISED, []))
     if peak is not None:
         top, last = peak
@@ -249,9 +239,7 @@ def comparisons(m: dict) -> list[fd.Finding]:
     for name, row in m["rows"].items():
         win = from_metrics(row["gold"], "win_rate")
         if win is not None:
-            shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
-            out.append(fd.Finding(name, f"gold win rate {win.fmt(1)}%", name, m["ref_name"], shifted,
-                                  unit=" points over 50%"))
+            out.append(win_finding(name, "gold win rate", name, m["ref_name"], win))
         if m.get(f"{name}_pass_change") is not None:
             out.append(fd.Finding(name, "gold pass rate", name, m["ref_name"], m[f"{name}_pass_change"]))
     bon = m["bon"]
@@ -259,9 +247,7 @@ def comparisons(m: dict) -> list[fd.Finding]:
         n = int(row["n"])
         win = from_metrics(bon, f"n{n}_win_rate")
         if n > 1 and win is not None:
-            shifted = Estimate(win.value - 50.0, win.lo - 50.0, win.hi - 50.0)
-            out.append(fd.Finding(f"best-of-{n}", f"gold win rate {win.fmt(1)}%", f"best-of-{n}", m["ref_name"],
-                                  shifted, unit=" points over 50%"))
+            out.append(win_finding(f"best-of-{n}", "gold win rate", f"best-of-{n}", m["ref_name"], win))
     return out
 
 
