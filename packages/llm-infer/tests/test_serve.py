@@ -152,6 +152,34 @@ def test_startup_timeout_fails_clearly_and_stops_the_server(tiny_model, monkeypa
     assert len(started) == 1 and started[0].poll() is not None
 
 
+def test_a_server_that_dies_at_start_is_started_once_more(tiny_model, monkeypatch, tmp_path):
+    """The first start crashes (as vLLM's engine once did); the second answers. Both crashing fails with the
+    root-cause line that precedes the long traceback in the log."""
+    commands = []
+    real = serve.server_command
+
+    def crashing_first(cfg, backend, port):
+        commands.append(port)
+        if len(commands) == 1:
+            return [sys.executable, "-c", "import sys; print('ValueError: the root cause'); "
+                    "print('\\n'.join(['traceback line'] * 30)); sys.exit(3)"]
+        return real(cfg, backend, port)
+
+    monkeypatch.setattr(serve, "server_command", crashing_first)
+    log = tmp_path / "server.log"
+    with running_server(ServeConfig(model=tiny_model, port=0), log=log) as base_url:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{base_url}/health", timeout=5) as r:
+            assert r.status == 200
+    assert len(commands) == 2 and "root cause" not in log.read_text()
+
+    commands.clear()
+    with pytest.raises(serve.ServerExited, match="code 3 before answering(.|\n)*ValueError: the root cause"):
+        with running_server(ServeConfig(model=tiny_model, port=0), log=log, attempts=1):
+            pass
+
+
 def test_server_commands():
     cfg = ServeConfig(model="models/m", port=9000, seed=3, continuous_batching=True)
     vllm = serve.server_command(cfg, "vllm", 9000)

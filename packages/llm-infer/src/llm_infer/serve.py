@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -179,9 +180,17 @@ def free_port(host: str) -> int:
 
 
 def _tail(log: Path | None, lines: int = 15) -> str:
+    """The log's last lines, after its earlier error lines: a failing vLLM engine prints the root cause
+    first and then the API server's own traceback, which alone fills the tail."""
     if log is None or not log.is_file():
         return "(no log)"
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    text = log.read_text(errors="replace").splitlines()
+    causes = [line for line in text[:-lines] if re.search(r"(Error|Exception)\b", line)][:8]
+    return "\n".join([*causes, "..."] if causes else []) + ("\n" if causes else "") + "\n".join(text[-lines:])
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it answered /health."""
 
 
 def _die_with_parent() -> None:
@@ -213,7 +222,7 @@ def _wait_ready(proc: subprocess.Popen, base_url: str, timeout: float, log: Path
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before answering; its log ends:\n"
+            raise ServerExited(f"server exited with code {proc.returncode} before answering; its log ends:\n"
                                f"{_tail(log)}")
         try:
             with urllib.request.urlopen(f"{base_url}/health", timeout=2) as r:
@@ -226,37 +235,54 @@ def _wait_ready(proc: subprocess.Popen, base_url: str, timeout: float, log: Path
                        f"(raise --startup_timeout_s); its log ends:\n{_tail(log)}")
 
 
-@contextmanager
-def running_server(cfg: ServeConfig, log: Path | None = None) -> Iterator[str]:
-    """Start the server, yield its base URL (http://host:port) once it answers, always stop it after.
-
-    `log` receives the server's stdout and stderr (None = inherit this terminal).
-    """
-    model = require_model(cfg.model)
-    backend = resolve_backend(cfg.backend)
+def _start(cfg: ServeConfig, backend: str, model: str, out) -> tuple[subprocess.Popen, str]:
     port = cfg.port or free_port(cfg.host)
     command = server_command(cfg, backend, port)
-    env = server_env(cfg, backend, model)
     logger.info("starting %s: %s", backend, " ".join(command))
-    out = open(log, "w") if log is not None else None
     # Own process group: Ctrl-C reaches only us (we stop the server in order) and the group can be killed. Not
     # a session of its own: without a controlling terminal, transformers serve's main thread spun at 100% of a
     # core and each reply of SmolLM2-135M took 15-30x longer (0.5 s against 17 s for the same request).
-    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
-                            process_group=0, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None,
+                            env=server_env(cfg, backend, model), process_group=0, preexec_fn=_die_with_parent)
+    return proc, f"http://{cfg.host}:{port}"
+
+
+@contextmanager
+def running_server(cfg: ServeConfig, log: Path | None = None, attempts: int = 2) -> Iterator[str]:
+    """Start the server, yield its base URL (http://host:port) once it answers, always stop it after.
+
+    `log` receives the server's stdout and stderr (None = inherit this terminal). A server that exits
+    before answering is started again, up to `attempts` times in all: vLLM's CPU engine start has failed
+    once in a clean environment and then started, so one failed start is not taken as the answer.
+    """
+    model = require_model(cfg.model)
+    backend = resolve_backend(cfg.backend)
+    out = open(log, "w") if log is not None else None
     # SIGTERM (a killed pipeline, `kill`) would end us without running `finally`: make it an exit that does.
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    proc = None
     try:
-        base_url = f"http://{cfg.host}:{port}"
-        _wait_ready(proc, base_url, cfg.startup_timeout_s, log)
+        for attempt in range(1, attempts + 1):
+            proc, base_url = _start(cfg, backend, model, out)
+            try:
+                _wait_ready(proc, base_url, cfg.startup_timeout_s, log)
+                break
+            except ServerExited as e:
+                if attempt == attempts:
+                    raise
+                logger.warning("%s (attempt %d of %d; starting it again)", e, attempt, attempts)
+                if out is not None:
+                    out.seek(0)
+                    out.truncate()
         yield base_url
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode} while serving; its log ends:\n"
                                f"{_tail(log)}")
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
         if out is not None:
             out.close()
         if previous is not None:
