@@ -33,9 +33,9 @@ PRESETS = {
         "stages": ["report_alignment"],
         "about": "fast's SFT model against an exact gold on two-step sums: the SFT's own samples paired and "
         "labelled by noisy Bradley-Terry draws on the gold, a proxy reward model on them, best-of-n, DPO at three "
-        "betas, Preferred-FT, PPO at two KL coefficients and without, GRPO and RLOO, each graded by the gold at "
-        "its KL (the reward-KL frontier, over-optimisation with Gao's fits); and a proxy and a learned gold "
-        "judge, DPO, IPO, SimPO, ORPO and KTO, win rates, harmful-request refusal and over-refusal",
+        "betas, IPO, KTO, ORPO, SimPO, Preferred-FT, PPO at two KL coefficients and without, GRPO and RLOO, each "
+        "graded by the gold at its KL (the reward-KL frontier, over-optimisation with Gao's fits); and a proxy and "
+        "a learned gold judge, DPO, IPO, SimPO, ORPO and KTO, win rates, harmful-request refusal and over-refusal",
     },
     "complete": {
         "stages": ["report_fast", "report_balanced", "report_alignment", "report_inference", "report_complete"],

@@ -58,7 +58,7 @@ REDUCED = {
     ("eval", "align", "kl_samples"): 16,
     **{("align", "dpo", method, key): value
        for method in ("dpo", "ipo", "simpo", "orpo", "kto", "dpo_onpolicy", "dpo_gold", "dpo_gold_b05",
-                      "dpo_gold_b01", "pft_gold")
+                      "dpo_gold_b01", "pft_gold", "ipo_gold", "kto_gold", "orpo_gold", "simpo_gold")
        for key, value in (("epochs", 1), ("max_per_category", 20))},
     ("align", "gold_pairs", "samples"): 4,
     ("align", "gold_pairs", "max_per_category"): 30,
@@ -256,8 +256,8 @@ def test_alignment_path_judges_every_policy(repo_copy, path_run):
     assert exact["n_prompts"] == 500 and 0 <= exact["gold_pass_lo"] <= exact["gold_pass"] <= exact["gold_pass_hi"]
     pairs = json.loads((repo_copy / "reports/metrics/gold_pairs.json").read_text())
     assert pairs["train_pairs"] > 0 and 0 <= pairs["train_label_noise"] <= 100
-    for policy in ("dpo_gold", "dpo_gold_b05", "dpo_gold_b01", "pft_gold", "ppo_gold", "ppo_gold_kl03",
-                   "ppo_gold_nokl", "grpo_gold", "rloo_gold"):
+    for policy in ("dpo_gold", "dpo_gold_b05", "dpo_gold_b01", "pft_gold", "ipo_gold", "kto_gold", "orpo_gold",
+                   "simpo_gold", "ppo_gold", "ppo_gold_kl03", "ppo_gold_nokl", "grpo_gold", "rloo_gold"):
         m = json.loads((repo_copy / "reports/metrics" / f"gold_{policy}.json").read_text())
         assert m["n_prompts"] == 500 and 0 <= m["win_rate_lo"] <= m["win_rate"] <= m["win_rate_hi"] <= 100
         assert any(line.startswith(f"{policy}, gold win rate ") for line in findings), policy

@@ -34,6 +34,10 @@ POLICIES = {
     "dpo_gold_b05": ("DPO", "beta 0.5"),
     "dpo_gold": ("DPO", "beta 2"),
     "pft_gold": ("Preferred-FT", "SFT on the chosen replies"),
+    "ipo_gold": ("IPO", "beta 0.5"),
+    "kto_gold": ("KTO", "beta 2"),
+    "orpo_gold": ("ORPO", "lambda 0.1"),
+    "simpo_gold": ("SimPO", "beta 2"),
     "ppo_gold_kl03": ("PPO", "KL coef 0.03"),
     "ppo_gold": ("PPO", "KL coef 0.1"),
     "ppo_gold_nokl": ("PPO", "no KL penalty"),
@@ -275,7 +279,8 @@ def goals(m: dict) -> list[tuple]:
 # ----------------------------------------------------------------------------- plots
 
 FAMILY_STYLE = {"DPO": ("C0", "o"), "Preferred-FT": ("C2", "s"), "PPO": ("C3", "^"), "GRPO": ("C4", "D"),
-                "RLOO": ("C5", "v")}
+                "RLOO": ("C5", "v"), "IPO": ("C6", "P"), "KTO": ("C7", "X"), "ORPO": ("C8", "p"),
+                "SimPO": ("C9", "h")}
 
 
 def plots(m: dict) -> dict[str, bytes]:
