@@ -96,8 +96,12 @@ GPU_BENCHES = {
 }
 # `invoke bench --only seeds`: the fast path's training and evaluation on these training seeds, queued
 # as DVC experiments (same data; `data.synth.seed` stays), then `llm-eval seeds` summarises the spread.
+# `seeds_gold` does the same for the exact-gold DPO run and everything upstream of it.
 SEEDS = (0, 1, 2)
-SEEDS_TARGET = "report_fast"
+SEED_BENCHES = {  # bench name -> (DVC target, experiment name prefix, `llm-eval seeds --suite`)
+    "seeds": ("report_fast", "seed", "fast"),
+    "seeds_gold": ("gold_eval@dpo_gold", "gold-seed", "gold"),
+}
 
 
 def _preset(name: str) -> dict:
@@ -206,15 +210,16 @@ def report(c, name="fast"):
     c.run(f"dvc repro --single-item report_{name}")
 
 
-def _seeds(c) -> None:
-    names = [f"seed-{s}" for s in SEEDS]
+def _seeds(c, bench: str) -> None:
+    target, prefix, suite = SEED_BENCHES[bench]
+    names = [f"{prefix}-{s}" for s in SEEDS]
     c.run(f"dvc exp remove {' '.join(names)}", warn=True, hide=True)  # a rerun replaces the last sweep
     for seed, name in zip(SEEDS, names, strict=True):
-        c.run(f"dvc exp run --queue -S seed={seed} -n {name} {SEEDS_TARGET}")
+        c.run(f"dvc exp run --queue -S seed={seed} -n {name} {target}")
     c.run("dvc exp run --run-all --jobs 1")  # one at a time: two torch runs on 2 cores slow each other
-    c.run("mkdir -p reports/bench/seeds && dvc exp show --json > reports/bench/seeds/exps.json")
-    c.run(f"uv run llm-eval seeds --exps reports/bench/seeds/exps.json --experiments {','.join(names)} "
-          "--out reports/bench/seeds.json --md reports/bench/seeds.md")
+    c.run(f"mkdir -p reports/bench/{bench} && dvc exp show --json > reports/bench/{bench}/exps.json")
+    c.run(f"uv run llm-eval seeds --suite {suite} --exps reports/bench/{bench}/exps.json "
+          f"--experiments {','.join(names)} --out reports/bench/{bench}.json --md reports/bench/{bench}.md")
 
 
 def _gpu_bench(c, names: list[str]) -> None:
@@ -227,16 +232,17 @@ def _gpu_bench(c, names: list[str]) -> None:
     c.run("uv run llm-infer bench-report --bench_dir reports/bench-gpu --out docs/benchmarks-gpu.md")
 
 
-@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join([*BENCHES, 'seeds'])}; with "
+@task(help={"only": f"Comma list of benchmarks to run (default all): {', '.join([*BENCHES, *SEED_BENCHES])}; with "
             f"--gpu: {', '.join(GPU_BENCHES)}",
             "gpu": "Run the GPU-sized set instead (a CUDA GPU, about 10 minutes) -> docs/benchmarks-gpu.md"})
 def bench(c, only="", gpu=False):
     """Run the benchmarks alone on the machine (no other load!), then write docs/benchmarks.md.
 
     `seeds` reruns the fast path on several training seeds as queued DVC experiments
-    (`dvc exp show` / `dvc metrics diff` compare them afterwards); the others time llm-infer commands.
+    (`dvc exp show` / `dvc metrics diff` compare them afterwards), `seeds_gold` the exact-gold DPO run and
+    everything upstream of it; the others time llm-infer commands.
     """
-    valid = list(GPU_BENCHES) if gpu else [*BENCHES, "seeds"]
+    valid = list(GPU_BENCHES) if gpu else [*BENCHES, *SEED_BENCHES]
     names = [n.strip() for n in only.split(",") if n.strip()] or valid
     unknown = [n for n in names if n not in valid]
     if unknown:
@@ -244,8 +250,8 @@ def bench(c, only="", gpu=False):
     if gpu:
         _gpu_bench(c, names)
         return
-    if "seeds" in names:
-        _seeds(c)
+    for name in [n for n in names if n in SEED_BENCHES]:
+        _seeds(c, name)
     infer = [n for n in names if n in BENCHES]
     if infer:
         c.run(f"dvc repro {' '.join(BENCH_NEEDS)}")

@@ -77,3 +77,46 @@ def test_truncated_json_is_one_line_error(tmp_path, capsys):
     code, out, _ = _run(bad, tmp_path)
     assert code == 2 and not out.exists()
     assert f"{bad}: not valid JSON" in capsys.readouterr().err
+
+
+def _gold_exp(name: str, seed: int, win: tuple[float, float, float], passes: dict[str, float]) -> dict:
+    """An exact-gold DPO experiment: gold_<row>.json for the SFT reference and DPO."""
+    metrics = {f"reports/metrics/gold_{row}.json": {"data": {
+        "gold_pass": value, "gold_pass_lo": value - 3, "gold_pass_hi": value + 3, "gold_score": -0.3, "kl": 0.0,
+        **({"win_rate": win[0], "win_rate_lo": win[1], "win_rate_hi": win[2], "kl": 6.0} if row == "dpo_gold" else {}),
+    }} for row, value in passes.items()}
+    data = {"rev": f"{seed:040d}", "params": {"params.yaml": {"data": {"seed": seed}}}, "metrics": metrics}
+    return {"revs": [{"rev": data["rev"], "name": name, "data": data}], "name": name}
+
+
+@pytest.mark.parametrize(("wins", "verdicts", "summary"), [
+    # Each seed's verdict comes from its own interval: above, straddling, below the 70% target.
+    ([(74.0, 71.0, 77.0), (69.0, 66.0, 72.0), (66.0, 63.0, 68.5)], ["met", "not decided", "missed"],
+     "The goal's verdict changes with the seed."),
+    ([(66.0, 63.0, 69.0), (67.0, 64.0, 69.9), (65.0, 62.0, 68.0)], ["missed"] * 3,
+     "The goal keeps one verdict on every seed."),
+])
+def test_gold_suite_judges_the_win_rate_goal_on_each_seed(tmp_path, wins, verdicts, summary):
+    runs = [_gold_exp(f"gold-seed-{s}", s, win, {"sft_full": 10.0 + s, "dpo_gold": 16.0 + 2 * s})
+            for s, win in enumerate(wins)]
+    exps = tmp_path / "exps.json"
+    exps.write_text(json.dumps([{"rev": "abc", "name": "main", "data": {}, "experiments": runs}]))
+    out, md = tmp_path / "seeds_gold.json", tmp_path / "seeds_gold.md"
+    names = "gold-seed-0,gold-seed-1,gold-seed-2"
+    assert main(["seeds", "--suite", "gold", "--exps", str(exps), "--experiments", names, "--out", str(out),
+                 "--md", str(md)]) == 0
+    m = json.loads(out.read_text())
+    assert m["dpo_gold_win_rate_mean"] == pytest.approx(sum(w[0] for w in wins) / 3)
+    # DPO minus SFT pass per seed: 6, 7, 8 points, all positive.
+    assert m["DPO_minus_SFT_gold_pass_rate_points_mean"] == pytest.approx(7.0)
+    assert m["DPO_minus_SFT_gold_pass_rate_points_same_sign"] == 3
+    text = md.read_text()
+    for seed, verdict in enumerate(verdicts):
+        assert f"| seed {seed}: DPO gold win rate vs SFT (%), interval [{wins[seed][1]:.1f}, {wins[seed][2]:.1f}] | " \
+               f"{wins[seed][0]:.1f} | >= 70 | {verdict} |" in text
+    assert summary in text
+
+
+def test_unknown_suite_is_named(exps, tmp_path, capsys):
+    code, out, _ = _run(exps, tmp_path, "--suite", "golden")
+    assert code == 2 and not out.exists() and "unknown suite 'golden'" in capsys.readouterr().err

@@ -7,7 +7,9 @@ Data Orders, and Early Stopping'), so the fast path is rerun on several seeds as
 (`dvc exp run --queue -S seed=N`) and this command reads `dvc exp show --json`: per row the mean and
 sample standard deviation of each metric, per comparison (full SFT vs base, LoRA and QLoRA vs full,
 quantized vs fp32) its mean, sd and on how many seeds its sign held, and the issue's goals judged
-on the means.
+on the means. `--suite gold` reads the exact-gold DPO run instead (`gold_<row>.json`: DPO on the SFT
+policy's gold-labelled samples and everything it rests on, rerun per seed): the spread of its gold win
+rate, pass rate and KL, and the win-rate goal judged on each seed by that seed's own interval.
 
     dvc exp show --json > reports/bench/seeds/exps.json
     llm-eval seeds --exps reports/bench/seeds/exps.json --experiments seed-0,seed-1,seed-2 \\
@@ -35,6 +37,14 @@ COMPARISONS = (
     ("full SFT perplexity / base perplexity (x)", "sft_full", "base", "perplexity", "ratio"),
 )
 
+# suite -> (metrics file prefix, default rows, the row metrics whose spread is reported)
+SUITES = {
+    "fast": ("eval", "base,sft_full,sft_lora,sft_qlora,int8,nf4", ("exact_match", "perplexity")),
+    "gold": ("gold", "sft_full,dpo_gold", ("win_rate", "gold_pass", "gold_score", "kl")),
+}
+GOLD_COMPARISONS = (("DPO minus SFT, gold pass rate (points)", "dpo_gold", "sft_full", "gold_pass", "diff"),)
+GOLD_GOAL = ("dpo_gold", "win_rate", 70.0)  # DPO's gold win rate vs SFT >= 70%, judged on each seed
+
 
 @dataclass
 class SeedsConfig:
@@ -44,15 +54,24 @@ class SeedsConfig:
     experiments: str = field(
         default="seed-0,seed-1,seed-2", metadata={"help": "Comma list of experiment names to aggregate."}
     )
+    suite: str = field(
+        default="fast",
+        metadata={"help": "fast: the fast path's rows (eval_<row>.json); gold: the exact-gold DPO run "
+                  "(gold_<row>.json)."},
+    )
     models: str = field(
-        default="base,sft_full,sft_lora,sft_qlora,int8,nf4",
-        metadata={"help": "Rows: each experiment needs reports/metrics/eval_<row>.json."},
+        default="",
+        metadata={"help": "Rows: each experiment needs reports/metrics/<eval|gold>_<row>.json (default: the "
+                  "suite's: fast base,sft_full,sft_lora,sft_qlora,int8,nf4; gold sft_full,dpo_gold)."},
     )
     metrics_dir: str = field(default="reports/metrics", metadata={"help": "Where the rows' metrics live."})
     out: str = field(default="reports/bench/seeds.json", metadata={"help": "Flat metrics JSON."})
     md: str = field(default="reports/bench/seeds.md", metadata={"help": "Markdown section for docs/benchmarks.md."})
 
     def __post_init__(self):
+        if self.suite not in SUITES:
+            raise ValueError(f"unknown suite {self.suite!r}; choose one of: {', '.join(SUITES)}")
+        self.models = self.models or SUITES[self.suite][1]
         if len(self.names) < 2:
             raise ValueError(f"experiments must name at least 2 runs to measure a spread, got {self.experiments!r}")
         if not self.rows:
@@ -94,11 +113,11 @@ def load_runs(cfg: SeedsConfig) -> dict[str, dict]:
     for name in cfg.names:
         if name not in found:
             raise ValueError(f"{path}: no experiment {name!r} (found: {', '.join(sorted(found)) or 'none'}); "
-                             f"run `invoke bench --only seeds`")
+                             f"run `invoke bench --only {'seeds' if cfg.suite == 'fast' else 'seeds_gold'}`")
         exp = found[name]
         rows = {}
         for row in cfg.rows:
-            file = f"{cfg.metrics_dir}/eval_{row}.json"
+            file = f"{cfg.metrics_dir}/{SUITES[cfg.suite][0]}_{row}.json"
             metrics = (exp.get("metrics") or {}).get(file, {}).get("data")
             if not metrics:
                 raise ValueError(f"{path}: experiment {name!r} has no metrics {file}")
@@ -113,16 +132,17 @@ def _spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
-def aggregate(runs: dict[str, dict], rows: list[str]) -> dict[str, dict[str, float]]:
+def aggregate(runs: dict[str, dict], rows: list[str], suite: str = "fast") -> dict[str, dict[str, float]]:
     """Flat groups: `<row>_<metric>` and comparison keys, each {mean, sd, min, max[, same_sign]}."""
     first = next(iter(runs.values()))["rows"]
+    spread_metrics = SUITES[suite][2]
     out = {}
     for row in rows:
         keys = [k for k, v in first[row].items() if isinstance(v, int | float) and not k.endswith(("_lo", "_hi"))
-                and (k.startswith("exact_match") or k == "perplexity")]
+                and (k in spread_metrics or suite == "fast" and k.startswith("exact_match"))]
         for key in keys:
             out[f"{row}_{key}"] = _spread([run["rows"][row][key] for run in runs.values()])
-    for label, a, b, metric, kind in COMPARISONS:
+    for label, a, b, metric, kind in COMPARISONS if suite == "fast" else GOLD_COMPARISONS:
         if a not in rows or b not in rows:
             continue
         values = []
@@ -159,6 +179,54 @@ def goals(agg: dict[str, dict[str, float]], rows: list[str]) -> list[tuple[str, 
     ratio = mean("full SFT perplexity / base perplexity (x)")
     out.append(("perplexity after full SFT / base, mean (x)", ratio, "<= 2", None if ratio is None else ratio <= 2))
     return out
+
+
+def gold_goals(runs: dict[str, dict]) -> list[tuple[str, float | None, str, bool | None]]:
+    """DPO's gold win-rate goal on each seed, decided by that seed's interval (None: it straddles the target)."""
+    row, metric, target = GOLD_GOAL
+    out = []
+    for run in runs.values():
+        m = run["rows"].get(row, {})
+        if metric not in m:
+            continue
+        lo, hi = m.get(f"{metric}_lo", m[metric]), m.get(f"{metric}_hi", m[metric])
+        met = True if lo >= target else False if hi < target else None
+        out.append((f"seed {run['seed']}: DPO gold win rate vs SFT (%), interval [{lo:.1f}, {hi:.1f}]", m[metric],
+                    f">= {target:g}", met))
+    return out
+
+
+def gold_markdown(runs: dict[str, dict], agg: dict, rows: list[str], goal_rows: list) -> str:
+    seeds = ", ".join(str(r["seed"]) for r in runs.values())
+    n = len(runs)
+    lines = [
+        "## Seed spread (DPO against the exact gold, training seed varied)", "",
+        f"Everything the exact-gold DPO run rests on (pre-training, SFT, the SFT policy's sampled and "
+        f"gold-labelled pairs, DPO, the greedy replies to the held-out sums) reran as DVC experiments on "
+        f"training seeds {seeds} (same data); mean ± sample sd over the {n} runs, [min, max]. Each seed's "
+        "win rate is against its own SFT.", "",
+        "| row | gold win rate vs SFT (%) | gold pass (%) | mean gold | KL to SFT (nats) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        cells = [_cell(agg.get(f"{row}_{key}"), digits) for key, digits in
+                 (("win_rate", 1), ("gold_pass", 1), ("gold_score", 2), ("kl", 2))]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "| comparison | mean ± sd | [min, max] | same sign on |", "| --- | --- | --- | --- |"]
+    for label, *_ in GOLD_COMPARISONS:
+        if label in agg:
+            s = agg[label]
+            lines.append(f"| {label} | {_f(s['mean'], 2)} ± {_f(s['sd'], 2)} | [{_f(s['min'], 2)}, "
+                         f"{_f(s['max'], 2)}] | {int(s['same_sign'])}/{n} seeds |")
+    lines += ["", "| goal | value | target | verdict |", "| --- | --- | --- | --- |"]
+    for label, value, target, met in goal_rows:
+        verdict = "not decided" if met is None else ("met" if met else "missed")
+        lines.append(f"| {label} | {_f(value, 1)} | {target} | {verdict} |")
+    verdicts = {met for *_, met in goal_rows}
+    if goal_rows:
+        lines += ["", "The goal keeps one verdict on every seed." if len(verdicts) == 1 else
+                  "The goal's verdict changes with the seed."]
+    return "\n".join(lines) + "\n"
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -198,8 +266,8 @@ def markdown(runs: dict[str, dict], agg: dict, rows: list[str], goal_rows: list)
 
 def run_seeds(cfg: SeedsConfig) -> Path:
     runs = load_runs(cfg)
-    agg = aggregate(runs, cfg.rows)
-    goal_rows = goals(agg, cfg.rows)
+    agg = aggregate(runs, cfg.rows, cfg.suite)
+    goal_rows = goals(agg, cfg.rows) if cfg.suite == "fast" else gold_goals(runs)
     flat = {f"{key}_{stat}": value for key, stats in agg.items() for stat, value in stats.items()}
     # Comparison labels are prose; the flat JSON keys them by the label's words.
     flat = {k.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("/", "over"): v
@@ -209,6 +277,7 @@ def run_seeds(cfg: SeedsConfig) -> Path:
     md = Path(cfg.md)
     md.parent.mkdir(parents=True, exist_ok=True)
     tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text(markdown(runs, agg, cfg.rows, goal_rows), encoding="utf-8")
+    write = markdown if cfg.suite == "fast" else gold_markdown
+    tmp.write_text(write(runs, agg, cfg.rows, goal_rows), encoding="utf-8")
     os.replace(tmp, md)
     return md
