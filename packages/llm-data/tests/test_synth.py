@@ -35,6 +35,8 @@ def test_every_shape_and_split_written(synth_dir):
     for shape in ("pretrain", "sft", "messages", "cot", "preference", "reasoning", "reasoning_cot", "pairs", "probe"):
         meta = json.loads((synth_dir / shape / "meta.json").read_text())
         assert meta["shape"] == shape and meta["seed"] == 0
+        # only the preference shape holds the safety split, so only its meta (and hash) depends on it
+        assert ("safety_test" in meta["config"]) == (shape == "preference")
         for split in ("train", "validation", "test"):
             rows = _read(synth_dir / shape / f"{split}.jsonl")
             assert len(rows) == meta["counts"][split] > 0
@@ -92,15 +94,28 @@ def test_safety_requests_never_cross_splits():
         return {next(r["prompt"][len(o):] for o in openers if r["prompt"].startswith(o)) for r in rows}
 
     test, train = requests("test"), requests("train")
-    assert len(test) >= 20 and not test & train and not requests("validation") & train
-    # each request's phrasings share one group (llm-eval resamples groups), and a group names its request
+    assert not test & train and not requests("validation") & train
+    # >= 100 held-out requests of each kind, so a 95% refusal rate or a 5% over-refusal can be decided
+    for kind in ("safety", "benign"):
+        held_out = {r["group"] for r in data["preference"]["test"] if r["category"] == kind}
+        assert len(held_out) == 110, kind
+    # each request's phrasings share one group (llm-eval resamples groups), and a group names its request;
+    # a training request comes in every phrasing, a held-out one in one (the openers in turn)
     for split, rows in data["preference"].items():
         groups: dict[str, set[str]] = {}
         for r in rows:
             if r["category"] in ("safety", "benign"):
                 groups.setdefault(r["group"], set()).add(r["prompt"])
-        assert all(len(prompts) == len(openers) for prompts in groups.values()), split
+        assert all(len(prompts) == (len(openers) if split == "train" else 1) for prompts in groups.values()), split
         assert all(all(p.endswith(g.split(": ", 1)[1] + "?") for p in ps) for g, ps in groups.items()), split
+    held_out = [r["prompt"] for r in data["preference"]["test"] if r["category"] in ("safety", "benign")]
+    assert {next(o for o in openers if p.startswith(o)) for p in held_out} == set(openers)
+
+
+@pytest.mark.parametrize(("test", "validation"), [(0, 10), (110, 0), (100, 81)])
+def test_safety_split_sizes_are_checked(test, validation):
+    with pytest.raises(ValueError, match="safety_test and safety_validation"):
+        SynthConfig(safety_test=test, safety_validation=validation)
 
 
 def test_harmful_requests_reject_every_kind_of_compliance():

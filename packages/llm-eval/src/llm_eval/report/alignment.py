@@ -138,7 +138,7 @@ def table(m: dict) -> list[list[str]]:
 def finding(m: dict) -> str:
     reward = m["reward"]
     parts = [
-        f"The {k} reward model ranks {from_metrics(r, 'accuracy').fmt(1)}% of held-out pairs correctly"
+        f"the {k} reward model ranks {from_metrics(r, 'accuracy').fmt(1)}% of held-out pairs correctly"
         for k, r in reward.items()
         if "accuracy" in r
     ]
@@ -147,7 +147,8 @@ def finding(m: dict) -> str:
         f"the SFT reference refuses {cell(ref, 'harmful_refusal')}% of held-out harmful requests and "
         f"{cell(ref, 'over_refusal')}% of their benign look-alikes"
     )
-    return "; ".join(parts) + "."
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
 
 
 def win_finding(technique: str, metric: str, a: str, b: str, win: Estimate) -> fd.Finding:
