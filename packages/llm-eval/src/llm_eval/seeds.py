@@ -197,14 +197,16 @@ def gold_goals(runs: dict[str, dict]) -> list[tuple[str, float | None, str, bool
 
 
 def gold_markdown(runs: dict[str, dict], agg: dict, rows: list[str], goal_rows: list) -> str:
+    from llm_eval.report.card import machine
+
     seeds = ", ".join(str(r["seed"]) for r in runs.values())
     n = len(runs)
     lines = [
         "## Seed spread (DPO against the exact gold, training seed varied)", "",
         f"Everything the exact-gold DPO run rests on (pre-training, SFT, the SFT policy's sampled and "
         f"gold-labelled pairs, DPO, the greedy replies to the held-out sums) reran as DVC experiments on "
-        f"training seeds {seeds} (same data); mean ± sample sd over the {n} runs, [min, max]. Each seed's "
-        "win rate is against its own SFT.", "",
+        f"training seeds {seeds} (same data), on {machine()}; mean ± sample sd over the {n} runs, [min, max]. "
+        "Each seed's win rate is against its own SFT.", "",
         "| row | gold win rate vs SFT (%) | gold pass (%) | mean gold | KL to SFT (nats) |",
         "| --- | --- | --- | --- | --- |",
     ]
