@@ -214,16 +214,7 @@ def gold_markdown(runs: dict[str, dict], agg: dict, rows: list[str], goal_rows: 
         cells = [_cell(agg.get(f"{row}_{key}"), digits) for key, digits in
                  (("win_rate", 1), ("gold_pass", 1), ("gold_score", 2), ("kl", 2))]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "| comparison | mean ± sd | [min, max] | same sign on |", "| --- | --- | --- | --- |"]
-    for label, *_ in GOLD_COMPARISONS:
-        if label in agg:
-            s = agg[label]
-            lines.append(f"| {label} | {_f(s['mean'], 2)} ± {_f(s['sd'], 2)} | [{_f(s['min'], 2)}, "
-                         f"{_f(s['max'], 2)}] | {int(s['same_sign'])}/{n} seeds |")
-    lines += ["", "| goal | value | target | verdict |", "| --- | --- | --- | --- |"]
-    for label, value, target, met in goal_rows:
-        verdict = "not decided" if met is None else ("met" if met else "missed")
-        lines.append(f"| {label} | {_f(value, 1)} | {target} | {verdict} |")
+    lines += _comparison_and_goal_lines(agg, GOLD_COMPARISONS, n, goal_rows, "not decided", 1)
     verdicts = {met for *_, met in goal_rows}
     if goal_rows:
         lines += ["", "The goal keeps one verdict on every seed." if len(verdicts) == 1 else
@@ -241,6 +232,22 @@ def _cell(s: dict | None, digits: int) -> str:
     return f"{_f(s['mean'], digits)} ± {_f(s['sd'], digits)} [{_f(s['min'], digits)}, {_f(s['max'], digits)}]"
 
 
+def _comparison_and_goal_lines(agg: dict, comparisons: tuple, n: int, goal_rows: list, none_verdict: str,
+                               digits: int) -> list[str]:
+    """The comparisons' table (mean ± sd, [min, max], on how many seeds the sign held), then the goals'."""
+    lines = ["", "| comparison | mean ± sd | [min, max] | same sign on |", "| --- | --- | --- | --- |"]
+    for label, *_ in comparisons:
+        if label in agg:
+            s = agg[label]
+            lines.append(f"| {label} | {_f(s['mean'], 2)} ± {_f(s['sd'], 2)} | [{_f(s['min'], 2)}, "
+                         f"{_f(s['max'], 2)}] | {int(s['same_sign'])}/{n} seeds |")
+    lines += ["", "| goal | value | target | verdict |", "| --- | --- | --- | --- |"]
+    for label, value, target, met in goal_rows:
+        verdict = none_verdict if met is None else ("met" if met else "missed")
+        lines.append(f"| {label} | {_f(value, digits)} | {target} | {verdict} |")
+    return lines
+
+
 def markdown(runs: dict[str, dict], agg: dict, rows: list[str], goal_rows: list) -> str:
     seeds = ", ".join(str(r["seed"]) for r in runs.values())
     n = len(runs)
@@ -253,16 +260,7 @@ def markdown(runs: dict[str, dict], agg: dict, rows: list[str], goal_rows: list)
     for row in rows:
         em, ppl = agg.get(f"{row}_exact_match"), agg.get(f"{row}_perplexity")
         lines.append(f"| {row} | {_cell(em, 1)} | {_cell(ppl, 2)} |")
-    lines += ["", "| comparison | mean ± sd | [min, max] | same sign on |", "| --- | --- | --- | --- |"]
-    for label, *_ in COMPARISONS:
-        if label in agg:
-            s = agg[label]
-            lines.append(f"| {label} | {_f(s['mean'], 2)} ± {_f(s['sd'], 2)} | [{_f(s['min'], 2)}, "
-                         f"{_f(s['max'], 2)}] | {int(s['same_sign'])}/{n} seeds |")
-    lines += ["", "| goal | value | target | verdict |", "| --- | --- | --- | --- |"]
-    for label, value, target, met in goal_rows:
-        verdict = "not measured" if met is None else ("met" if met else "missed")
-        lines.append(f"| {label} | {_f(value, 2)} | {target} | {verdict} |")
+    lines += _comparison_and_goal_lines(agg, COMPARISONS, n, goal_rows, "not measured", 2)
     return "\n".join(lines) + "\n"
 
 
