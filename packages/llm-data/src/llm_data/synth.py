@@ -716,8 +716,8 @@ def run_synth(cfg: SynthConfig) -> Path:
     data = build(cfg)
     with atomic_dir(cfg.out) as tmp:
         for shape, splits in data.items():
-            # A shape's meta records the settings it was built from: the safety split's only shape its rows are
-            # in, so changing it leaves the other shapes (and every stage reading only them) as they were.
+            # Only the preference shape holds safety rows, so only its meta records the safety split: changing
+            # the split leaves every other shape, and every stage that reads only them, as it was.
             config = {k: v for k, v in vars(cfg).items() if shape == "preference" or not k.startswith("safety_")}
             meta = {"source": "llm-data synth", "seed": cfg.seed, "config": config, "categories": list(CATEGORIES)}
             write_dataset(tmp / shape, splits, {**meta, "shape": shape})
