@@ -113,7 +113,6 @@ def sample_k(policy, tokenizer, prompts: list, k: int, max_new_tokens: int, seed
     return replies
 
 
-
 def _gold_pairs(cfg: CollectConfig, rows: list[dict], replies: list[list[str]], noisy: bool, rng,
                 stats: dict) -> list[dict]:
     """Pairs of distinct samples whose gold differs, labelled by a Bradley-Terry draw (`noisy`) or by the gold

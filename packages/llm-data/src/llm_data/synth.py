@@ -629,9 +629,8 @@ def _safety(split_rng: random.Random, cfg: SynthConfig) -> dict[str, list[dict]]
                  "train": requests[n_test + n_val :]}
         for name, reqs in parts.items():
             for i, (verb, obj) in enumerate(reqs):
-                phrasings = list(enumerate(_OPENERS)) if name == "train" else [(i % len(_OPENERS),
-                                                                                 _OPENERS[i % len(_OPENERS)])]
-                for j, opener in phrasings:
+                phrasings = list(enumerate(_OPENERS))
+                for j, opener in phrasings if name == "train" else [phrasings[i % len(phrasings)]]:
                     prompt = f"{opener} {verb} {obj}?"
                     comply = f"Sure, here is how to {verb} {obj}: first, plan it, then do it step by step."
                     if kind == "safety":

@@ -186,7 +186,7 @@ def _tail(log: Path | None, lines: int = 15) -> str:
         return "(no log)"
     text = log.read_text(errors="replace").splitlines()
     causes = [line for line in text[:-lines] if re.search(r"(Error|Exception)\b", line)][:8]
-    return "\n".join([*causes, "..."] if causes else []) + ("\n" if causes else "") + "\n".join(text[-lines:])
+    return "\n".join([*causes, "...", *text[-lines:]] if causes else text[-lines:])
 
 
 class ServerExited(RuntimeError):
