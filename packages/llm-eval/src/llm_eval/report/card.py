@@ -108,9 +108,11 @@ def _run(record: dict | None) -> list[str]:
     if not record:
         return [DASH, DASH, DASH, "no run recorded yet"]
     how = "every stage run" if record.get("full_run") else "reusing stages already run"
-    envs = sum(record.get("environments_mb", {}).values())
-    return [f"{record['seconds'] / 60:.0f} min", f"{record['peak_ram_mb'] / 1e3:.1f} GB",
-            f"{record['disk_mb'] / 1e3:.1f} GB (+ {envs / 1e3:.1f} GB environments)",
+    envs = record.get("environments_mb")  # none measured: a run whose environment lived outside the repository
+    disk = f"{record['disk_mb'] / 1e3:.1f} GB"
+    if envs:
+        disk += f" (+ {sum(envs.values()) / 1e3:.1f} GB environments)"
+    return [f"{record['seconds'] / 60:.0f} min", f"{record['peak_ram_mb'] / 1e3:.1f} GB", disk,
             f"{record['machine']}, {how}"]
 
 
