@@ -13,7 +13,9 @@ import math
 import re
 import time
 
+import pytest
 import yaml
+from invoke import Exit, MockContext, Result
 from llm_eval.report import findings
 from llm_eval.stats import LEVEL, N_BOOT
 
@@ -46,12 +48,9 @@ def test_path_record_times_each_stage_from_dvc_output(monkeypatch):
     assert clock_cls(io.StringIO()).seconds(stop=1.0) == {}
 
 
-
 def test_package_suites_run_side_by_side_and_every_failure_is_named():
     """`invoke test` runs every package suite even when one fails, names each failed one, and only then stops
     short of the cross-package tests."""
-    import pytest
-    from invoke import Exit, MockContext, Result
 
     tasks = _tasks()
     suite = "uv run --package {} pytest packages/{}/tests -m 'not slow'"
