@@ -109,6 +109,7 @@ CLAIMS = [
      lambda: f"{round(100 * min(_sparsities()))}–{round(100 * max(_sparsities()))}%"),
     ("docs/real-model.md", "SparseGPT at {} and in the 2:4 pattern",
      lambda: f"{round(100 * _smol_prune()['sparsegpt_50']['sparsity'])}%"),
+    *[("README.md", "| {} |", lambda name=name: _recorded_run(name)) for name in ("balanced", "alignment", "smol")],
 ]
 # Numbers with a unit that are settings, targets or conventions, not results.
 SETTINGS = [
@@ -126,6 +127,15 @@ SETTINGS = [
     ("docs/real-model.md", "SmolLM2-135M-Instruct"),  # the model's name
     ("README.md", "SmolLM2-135M-Instruct"),
 ]
+
+
+def _recorded_run(preset: str) -> str:
+    """The presets table's cell for a preset's recorded `invoke path` run (reports/paths/<preset>.json), in the
+    card's units."""
+    run = json.loads((REPO / "reports" / "paths" / f"{preset}.json").read_text())
+    envs = sum(run.get("environments_mb", {}).values())
+    return f"{run['seconds'] / 60:.0f} min, {run['disk_mb'] / 1e3:.1f} GB on disk" + (
+        f" + {envs / 1e3:.1f} GB environments" if envs else "")
 
 
 def _smol_prune() -> dict:
