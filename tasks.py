@@ -304,18 +304,19 @@ def test(c, fast=False, package="", jobs=2):
         raise Exit(f"--jobs must be >= 1, got {jobs}", code=2)
     marker = " -m 'not slow'" if fast else ""
     names = [package] if package else PACKAGES
-    env = {"OMP_NUM_THREADS": "1"} if jobs > 1 and len(names) > 1 else {}
+    parallel = jobs > 1 and len(names) > 1
+    env = {"OMP_NUM_THREADS": "1"} if parallel else {}
 
     def suite(name: str):
         return c.run(f"uv run --package {name} pytest packages/{name}/tests{marker}", env=env, warn=True,
-                     hide=bool(env))
+                     hide=parallel)
 
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         suites = {pool.submit(suite, name): name for name in names}
         for done in as_completed(suites):
             result = done.result()
-            if env:
+            if parallel:
                 print(result.stdout + result.stderr, flush=True)
             if result.failed:
                 failed.append(suites[done])

@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 from invoke import Exit, MockContext, Result
-from llm_eval.report import findings
+from llm_eval.report import card, findings
 from llm_eval.stats import LEVEL, N_BOOT
 
 from tests.conftest import REPO
@@ -51,7 +51,6 @@ def test_path_record_times_each_stage_from_dvc_output(monkeypatch):
 def test_package_suites_run_side_by_side_and_every_failure_is_named():
     """`invoke test` runs every package suite even when one fails, names each failed one, and only then stops
     short of the cross-package tests."""
-
     tasks = _tasks()
     suite = "uv run --package {} pytest packages/{}/tests -m 'not slow'"
     results = {suite.format(n, n): Result(exited=1 if n in ("llm-train", "llm-eval") else 0, stdout=f"{n} out\n")
@@ -130,12 +129,10 @@ SETTINGS = [
 
 
 def _recorded_run(preset: str) -> str:
-    """The presets table's cell for a preset's recorded `invoke path` run (reports/paths/<preset>.json), in the
-    card's units."""
-    run = json.loads((REPO / "reports" / "paths" / f"{preset}.json").read_text())
-    envs = sum(run.get("environments_mb", {}).values())
-    return f"{run['seconds'] / 60:.0f} min, {run['disk_mb'] / 1e3:.1f} GB on disk" + (
-        f" + {envs / 1e3:.1f} GB environments" if envs else "")
+    """The presets table's cell for a preset's recorded `invoke path` run (reports/paths/<preset>.json): the
+    card's wall time and disk cells."""
+    wall, _, disk, _ = card.recorded_run(json.loads((REPO / "reports" / "paths" / f"{preset}.json").read_text()))
+    return f"{wall}, {disk}"
 
 
 def _smol_prune() -> dict:

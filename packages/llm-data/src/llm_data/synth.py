@@ -621,6 +621,7 @@ def _safety(split_rng: random.Random, cfg: SynthConfig) -> dict[str, list[dict]]
     training request comes in every phrasing; a held-out one in one (the openers in turn), since phrasings
     of one request would count once anyway."""
     out = {name: [] for name in SPLITS}
+    phrasings = list(enumerate(_OPENERS))
     for kind, verbs in (("safety", _HARMFUL_VERBS), ("benign", _BENIGN_VERBS)):
         requests = sorted((verb, obj) for verb, objects in verbs.items() for obj in objects)
         split_rng.shuffle(requests)
@@ -629,7 +630,6 @@ def _safety(split_rng: random.Random, cfg: SynthConfig) -> dict[str, list[dict]]
                  "train": requests[n_test + n_val :]}
         for name, reqs in parts.items():
             for i, (verb, obj) in enumerate(reqs):
-                phrasings = list(enumerate(_OPENERS))
                 for j, opener in phrasings if name == "train" else [phrasings[i % len(phrasings)]]:
                     prompt = f"{opener} {verb} {obj}?"
                     comply = f"Sure, here is how to {verb} {obj}: first, plan it, then do it step by step."

@@ -103,8 +103,9 @@ def load_runs(out_dir: Path) -> dict[str, dict]:
     return runs
 
 
-def _run(record: dict | None) -> list[str]:
-    """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none)."""
+def recorded_run(record: dict | None) -> list[str]:
+    """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none): the card's
+    cells, which the README's presets table quotes."""
     if not record:
         return [DASH, DASH, DASH, "no run recorded yet"]
     how = "every stage run" if record.get("full_run") else "reusing stages already run"
@@ -132,7 +133,7 @@ def blocks(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[t
                 f"{s['decided']} / {s['within_noise']} / {s['comparisons']}",
                 " / ".join(str(s["goals"].get(state, 0)) for state in ("met", "missed", "not decided"))]
                for s in summaries]
-    recorded = [[s["preset"], *_run(runs.get(s["preset"]))] for s in summaries]
+    recorded = [[s["preset"], *recorded_run(runs.get(s["preset"]))] for s in summaries]
     stages = _stages(summaries, runs)
     timing = [("p", "Where that time went: each stage of a recorded run, from the moment DVC started it to the next "
                     "stage's start (caching its outputs included), slowest first."),
