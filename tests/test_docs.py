@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 from invoke import Exit, MockContext, Result
-from llm_eval.report import card, findings
+from llm_eval.report import findings
 from llm_eval.stats import LEVEL, N_BOOT
 
 from tests.conftest import REPO
@@ -108,7 +108,6 @@ CLAIMS = [
      lambda: f"{round(100 * min(_sparsities()))}–{round(100 * max(_sparsities()))}%"),
     ("docs/real-model.md", "SparseGPT at {} and in the 2:4 pattern",
      lambda: f"{round(100 * _smol_prune()['sparsegpt_50']['sparsity'])}%"),
-    *[("README.md", "| {} |", lambda name=name: _recorded_run(name)) for name in ("balanced", "alignment", "smol")],
 ]
 # Numbers with a unit that are settings, targets or conventions, not results.
 SETTINGS = [
@@ -126,13 +125,6 @@ SETTINGS = [
     ("docs/real-model.md", "SmolLM2-135M-Instruct"),  # the model's name
     ("README.md", "SmolLM2-135M-Instruct"),
 ]
-
-
-def _recorded_run(preset: str) -> str:
-    """The presets table's cell for a preset's recorded `invoke path` run (reports/paths/<preset>.json): the
-    card's wall time and disk cells."""
-    wall, _, disk, _ = card.recorded_run(json.loads((REPO / "reports" / "paths" / f"{preset}.json").read_text()))
-    return f"{wall}, {disk}"
 
 
 def _smol_prune() -> dict:

@@ -104,8 +104,7 @@ def load_runs(out_dir: Path) -> dict[str, dict]:
 
 
 def recorded_run(record: dict | None) -> list[str]:
-    """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none): the card's
-    cells, which the README's presets table quotes."""
+    """Wall time, peak memory, disk and machine of a recorded `invoke path` run (dashes when none)."""
     if not record:
         return [DASH, DASH, DASH, "no run recorded yet"]
     how = "every stage run" if record.get("full_run") else "reusing stages already run"
